@@ -1,0 +1,28 @@
+# poolbench: which summary of a transformer's hidden states should feed a sentiment classifier?
+# Thin on purpose: configuration, validation, includes, and the target list. Logic lives in
+# src/poolbench; rules in workflow/rules call it through workflow/scripts.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+# A config given with --configfile replaces the default one entirely (each is self-contained).
+if not workflow.overwrite_configfiles:
+
+    configfile: "workflow/config/default.yaml"
+
+
+validate(config, "workflow/config/schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/analysis.smk"
+
+
+rule all:
+    input:
+        all_targets(),

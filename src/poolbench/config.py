@@ -1,0 +1,134 @@
+"""Semantic checks of a study config and its expansion into runs.
+
+The JSON schema (``workflow/config/schema.yaml``) checks structure; :func:`check` checks what a
+schema cannot: that names refer to things that exist (registered poolings, configured models and
+datasets), that a pooling applies to a model's family, and that sizes fit the models and data.
+Every error names the offending config key. The Snakefile calls it before any job runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from .pooling import POOLINGS, applicable
+
+# Rows per split of the full datasets (subsets must fit; half of a subset comes from each label).
+SPLIT_SIZES = {"imdb": {"train": 25000, "test": 25000}}
+RANDOM_MAX_POSITIONS = {"bert": 512, "llama": 2048, "gpt2": 1024}
+
+
+class ConfigError(ValueError):
+    """The config is invalid; the message starts with the offending key."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"config error at {key}: {message}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class Run:
+    dataset: str
+    model: str
+    regime: str
+    truncation: str
+    max_len: int
+    pooling: str
+    seed: int
+
+    def wildcards(self) -> dict:
+        return dict(self.__dict__)
+
+
+def model_layers(spec: dict) -> int | None:
+    src = spec["source"]
+    return src.get("layers", 2) if src["type"] == "random" else spec.get("layers")
+
+
+def model_max_positions(spec: dict) -> int | None:
+    src = spec["source"]
+    return RANDOM_MAX_POSITIONS[src["arch"]] if src["type"] == "random" else spec.get("max_positions")
+
+
+def poolings_for(config: dict, grid: dict, model: str) -> list[str]:
+    family = config["models"][model]["family"]
+    return list(grid.get("poolings") or config["poolings"].get(family, []))
+
+
+def check(config: dict) -> None:
+    """Raise :class:`ConfigError` for the first semantic problem found."""
+    models, datasets = config["models"], config.get("datasets", {})
+    for name, spec in models.items():
+        src = spec["source"]
+        if src["type"] == "random" and src["tokenizer"] not in models:
+            raise ConfigError(f"models.{name}.source.tokenizer", f"unknown model {src['tokenizer']!r}")
+        if src["type"] == "random" and models[src["tokenizer"]]["source"]["type"] == "random":
+            raise ConfigError(f"models.{name}.source.tokenizer", "must name a model with a real tokenizer")
+    for family, names in config["poolings"].items():
+        for i, name in enumerate(names):
+            _check_pooling(name, family, f"poolings.{family}[{i}]")
+    for name, spec in datasets.items():
+        for split in ("train", "test"):
+            limit = SPLIT_SIZES.get(name, {}).get(split)
+            if limit is not None and spec[f"{split}_size"] > limit:
+                raise ConfigError(f"datasets.{name}.{split}_size",
+                                  f"{spec[f'{split}_size']} is larger than the {split} split ({limit} rows)")
+        for j, tok in enumerate(spec.get("tokenizers", [])):
+            if tok not in models:
+                raise ConfigError(f"datasets.{name}.tokenizers[{j}]", f"unknown model {tok!r}")
+    layers_needed = config.get("pooling_options", {}).get("layers_concat", {}).get("layers", 1)
+    cache_layers = config.get("cache_layers", 4)
+    if layers_needed > cache_layers:
+        raise ConfigError("pooling_options.layers_concat.layers",
+                          f"{layers_needed} layers but cache_layers is {cache_layers}")
+    for source, targets in config.get("transfer", {}).items():
+        for t in [source, *targets]:
+            if t not in datasets:
+                raise ConfigError(f"transfer.{source}", f"dataset {t!r} is not configured under datasets")
+
+    for g, grid in enumerate(config["study"]):
+        key = f"study[{g}]"
+        for i, d in enumerate(grid["datasets"]):
+            if d not in datasets:
+                raise ConfigError(f"{key}.datasets[{i}]", f"dataset {d!r} is not configured under datasets")
+        for i, m in enumerate(grid["models"]):
+            if m not in models:
+                raise ConfigError(f"{key}.models[{i}]", f"unknown model {m!r}; configured: {sorted(models)}")
+            spec = models[m]
+            layers, limit = model_layers(spec), model_max_positions(spec)
+            for j, n in enumerate(grid["max_len"]):
+                if limit is not None and n > limit:
+                    raise ConfigError(f"{key}.max_len[{j}]", f"{n} is above {m}'s limit of {limit} tokens")
+            if layers is not None and cache_layers > layers:
+                raise ConfigError("cache_layers", f"{cache_layers} layers but {m} has {layers}")
+            for regime in grid["regimes"]:
+                if regime not in config["regimes"]:
+                    raise ConfigError(f"{key}.regimes", f"regime {regime!r} has no settings under regimes")
+                tl = config["regimes"][regime].get("trainable_layers", 0)
+                if regime == "finetune" and layers is not None and tl != "all" and tl > layers:
+                    raise ConfigError(f"regimes.{regime}.trainable_layers", f"{tl} is above {m}'s {layers} layers")
+            names = poolings_for(config, grid, m)
+            if not names:
+                raise ConfigError(f"poolings.{spec['family']}", f"no poolings listed for family {spec['family']!r}")
+            if "poolings" in grid:
+                for j, name in enumerate(names):
+                    _check_pooling(name, spec["family"], f"{key}.poolings[{j}]", m)
+
+
+def _check_pooling(name: str, family: str, key: str, model: str | None = None) -> None:
+    if name not in POOLINGS:
+        raise ConfigError(key, f"unknown pooling {name!r}; registered: {sorted(POOLINGS)}")
+    if not applicable(name, family):
+        who = f"model {model!r} ({family})" if model else f"the {family} family"
+        raise ConfigError(key, f"pooling {name!r} does not apply to {who}")
+
+
+def expand(config: dict) -> list[Run]:
+    """Every run of the study, in a stable order, without duplicates."""
+    runs = []
+    for grid in config["study"]:
+        for d, m, r, t, n, s in itertools.product(grid["datasets"], grid["models"], grid["regimes"],
+                                                   grid["truncations"], grid["max_len"], grid["seeds"]):
+            for p in poolings_for(config, grid, m):
+                runs.append(Run(d, m, r, t, n, p, s))
+    return list(dict.fromkeys(runs))

@@ -1,0 +1,114 @@
+"""Datasets: IMDB from a local directory (or the Hugging Face hub) and fixed, stratified subsets.
+
+Every dataset the pipeline uses is materialised as ``resources/data/<dataset>/{train,test}.parquet``
+with at least the columns ``id`` (str), ``text`` (str) and ``label`` (0 = negative, 1 = positive);
+extra columns (e.g. the tail probe's metadata) travel along to the predictions.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DATA_DIR_ENV = "POOLBENCH_DATA_DIR"
+# Pinned revision of the hub dataset, used only when no local data directory is set.
+IMDB_HUB_ID = "stanfordnlp/imdb"
+IMDB_HUB_REVISION = "e6281661ce1c48d982bc483cf8a173c1bbeb5d31"
+SPLITS = ("train", "test")
+
+
+class DataError(RuntimeError):
+    """Input data is missing or malformed; the message says what and where."""
+
+
+def data_dir() -> Path | None:
+    value = os.environ.get(DATA_DIR_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def load_imdb(split: str) -> pd.DataFrame:
+    """The full IMDB ``split`` ("train" or "test"): columns text, label, id, rating, url (hub: text, label).
+
+    Reads ``$POOLBENCH_DATA_DIR/imdb/<split>.parquet`` when the variable is set, else the pinned
+    Hugging Face dataset. Fails with one sentence saying what to set when neither works.
+    """
+    if split not in SPLITS:
+        raise DataError(f"unknown IMDB split {split!r}; expected one of {SPLITS}")
+    root = data_dir()
+    if root is not None:
+        path = root / "imdb" / f"{split}.parquet"
+        if not path.is_file():
+            raise DataError(
+                f"{DATA_DIR_ENV}={root} but {path} does not exist; point {DATA_DIR_ENV} at a folder "
+                f"holding imdb/train.parquet and imdb/test.parquet"
+            )
+        df = pd.read_parquet(path)
+    else:
+        try:
+            import datasets
+
+            df = datasets.load_dataset(IMDB_HUB_ID, split=split, revision=IMDB_HUB_REVISION).to_pandas()
+        except Exception as exc:  # network, auth, missing package: one clear sentence
+            raise DataError(
+                f"could not load IMDB ({IMDB_HUB_ID}) from the Hugging Face hub ({type(exc).__name__}); "
+                f"set {DATA_DIR_ENV} to a folder holding imdb/{{train,test}}.parquet to run offline"
+            ) from exc
+        df["id"] = np.arange(len(df))
+    return validate(df, f"IMDB {split}")
+
+
+def validate(df: pd.DataFrame, what: str) -> pd.DataFrame:
+    """Check a labelled text table; raise :class:`DataError` naming the problem and the rows."""
+    for col in ("text", "label"):
+        if col not in df.columns:
+            raise DataError(f"{what}: missing column {col!r} (columns: {list(df.columns)})")
+    if df["label"].isna().any():
+        rows = df.index[df["label"].isna()].tolist()[:5]
+        raise DataError(f"{what}: {int(df['label'].isna().sum())} rows have no label (first rows {rows})")
+    bad = ~df["label"].isin([0, 1])
+    if bad.any():
+        raise DataError(
+            f"{what}: labels must be 0 or 1; found {sorted(df.loc[bad, 'label'].unique().tolist())[:5]} "
+            f"in {int(bad.sum())} rows"
+        )
+    texts = df["text"]
+    if not texts.map(lambda t: isinstance(t, str)).all():
+        raise DataError(f"{what}: every text must be a string (found nulls or bytes)")
+    empty = texts.str.strip().eq("")
+    if empty.any():
+        raise DataError(
+            f"{what}: {int(empty.sum())} texts are empty or whitespace-only (first rows {df.index[empty].tolist()[:5]})"
+        )
+    return df.astype({"label": "int64"})
+
+
+def stratified_subset(df: pd.DataFrame, n: int, seed: int, what: str) -> pd.DataFrame:
+    """``n`` rows, half per label, drawn with ``seed``; fails if the split is too small."""
+    if n > len(df):
+        raise DataError(f"{what}: asked for {n} examples but the split has only {len(df)}")
+    rng = np.random.default_rng(seed)
+    parts = []
+    for label, group in df.groupby("label", sort=True):
+        k = n // 2 + (n % 2 if label == 1 else 0)
+        if k > len(group):
+            raise DataError(f"{what}: asked for {k} examples of label {label} but there are {len(group)}")
+        parts.append(group.iloc[np.sort(rng.choice(len(group), size=k, replace=False))])
+    return pd.concat(parts).sort_index()
+
+
+def imdb_subset(split: str, n: int, seed: int) -> pd.DataFrame:
+    """A fixed stratified IMDB subset in the pipeline's table format (id, text, label, rating)."""
+    df = stratified_subset(load_imdb(split), n, seed, f"IMDB {split}")
+    out = pd.DataFrame(
+        {
+            "id": [f"imdb-{split}-{i}-{l}" for i, l in zip(df["id"], df["label"])],
+            "text": df["text"].to_numpy(),
+            "label": df["label"].to_numpy(),
+        }
+    )
+    if "rating" in df.columns:
+        out["rating"] = df["rating"].to_numpy()
+    return out.reset_index(drop=True)

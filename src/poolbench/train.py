@@ -1,0 +1,172 @@
+"""One run = backbone + pooling + linear head, trained on one dataset with one seed.
+
+Two regimes share one training loop:
+
+* ``frozen``   – the backbone's states come from the feature cache (:mod:`poolbench.features`);
+  only the pooling and the head train. This is what runs on CPU.
+* ``finetune`` – the backbone runs live; its top ``trainable_layers`` layers train too.
+
+The loop is deliberately plain (nanoGPT style): shuffle, batch, forward, loss, step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .encoding import encode
+from .features import FeatureSet, backbone_hidden_states, length_batches, pad_batch
+from .pooling import ClassifierHead, PoolingContext, build_pooling
+
+
+class TrainingError(RuntimeError):
+    """Training diverged (NaN or infinite loss) or was misconfigured."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    dropout: float = 0.1
+    warmup_ratio: float = 0.1
+    trainable_layers: int | str = 0      # finetune only: top layers that train ("all" = every layer)
+    max_batch_tokens: int = 8192         # finetune/eval batching of live backbones
+    options: dict = field(default_factory=dict)
+
+
+class Classifier(nn.Module):
+    """Pooling + shared head; ``backbone`` is None when states come from the feature cache."""
+
+    def __init__(self, pooling: nn.Module, head: ClassifierHead, backbone: nn.Module | None = None,
+                 layers: int = 1):
+        super().__init__()
+        self.backbone, self.pooling, self.head, self.layers = backbone, pooling, head, layers
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        if self.backbone is not None:
+            states = backbone_hidden_states(self.backbone, batch["input_ids"], batch["attention_mask"], self.layers)
+        else:
+            states = batch["hidden_states"]
+        pooled = self.pooling(states, batch["attention_mask"], batch.get("sentence_ids"))
+        return self.head(pooled)
+
+
+def set_trainable_layers(backbone: nn.Module, n: int | str) -> None:
+    """Freeze the backbone except its top ``n`` transformer layers (and a final norm, if any)."""
+    for p in backbone.parameters():
+        p.requires_grad = False
+    blocks = _layer_list(backbone)
+    n = len(blocks) if n == "all" else int(n)
+    if n > len(blocks):
+        raise TrainingError(f"trainable_layers={n} but the backbone has {len(blocks)} layers")
+    for block in blocks[len(blocks) - n:] if n else []:
+        for p in block.parameters():
+            p.requires_grad = True
+    if n:
+        for name in ("norm", "ln_f", "pooler"):
+            if hasattr(backbone, name) and getattr(backbone, name) is not None:
+                for p in getattr(backbone, name).parameters():
+                    p.requires_grad = True
+    if n == len(blocks):
+        for p in backbone.parameters():
+            p.requires_grad = True
+
+
+def _layer_list(backbone: nn.Module) -> nn.ModuleList:
+    for path in ("encoder.layer", "layers", "h"):
+        obj = backbone
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+            return obj
+        except AttributeError:
+            continue
+    raise TrainingError(f"cannot find the transformer layers of {type(backbone).__name__}")
+
+
+class LiveData:
+    """Tokenised texts for the finetune regime; batches are padded on the fly (dynamic padding)."""
+
+    def __init__(self, examples: pd.DataFrame, tokenizer, truncation: str, max_len: int):
+        self.encoded = [encode(t, tokenizer, truncation, max_len) for t in examples["text"]]
+        self.labels = examples["label"].to_numpy()
+        self.pad_id = tokenizer.pad_token_id
+        self.lengths = np.array([len(e.input_ids) for e in self.encoded])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, rows: np.ndarray) -> dict:
+        ids, mask = pad_batch([self.encoded[r].input_ids for r in rows], self.pad_id)
+        sent, _ = pad_batch([self.encoded[r].sentence_ids.astype(np.int64) for r in rows], -1)
+        return {"input_ids": ids, "attention_mask": mask, "sentence_ids": sent,
+                "labels": torch.from_numpy(self.labels[rows].astype(np.int64))}
+
+
+def build_classifier(name: str, family: str, hidden_size: int, layers: int, cfg: TrainConfig,
+                     backbone_for_pooler: nn.Module | None, live_backbone: nn.Module | None) -> Classifier:
+    ctx = PoolingContext(hidden_size=hidden_size, num_layers=layers, family=family,
+                         pooler=getattr(backbone_for_pooler, "pooler", None),
+                         freeze_pretrained=live_backbone is None, options=cfg.options.get(name, {}))
+    pooling = build_pooling(name, ctx)
+    head = ClassifierHead(pooling.output_dim, num_labels=2, dropout=cfg.dropout)
+    return Classifier(pooling, head, backbone=live_backbone, layers=layers)
+
+
+def train(model: Classifier, data, cfg: TrainConfig, seed: int, desc: str = "train") -> dict:
+    """Train ``model`` on ``data`` (FeatureSet or LiveData); returns loss curve and timing."""
+    rng = np.random.default_rng(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * math.ceil(len(data) / cfg.batch_size)
+    warmup = max(1, int(cfg.warmup_ratio * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
+    losses, tokens, start = [], 0, time.perf_counter()
+    model.train()
+    with tqdm(total=steps, desc=desc, unit="step", mininterval=10) as bar:
+        for epoch in range(cfg.epochs):
+            order = rng.permutation(len(data))
+            epoch_loss = []
+            for i in range(0, len(order), cfg.batch_size):
+                batch = data.batch(order[i: i + cfg.batch_size])
+                loss = F.cross_entropy(model(batch), batch["labels"])
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"loss became {loss.item()} at epoch {epoch + 1}, step {len(epoch_loss) + 1}; "
+                        f"lower the learning rate (lr={cfg.lr}) or check the inputs")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                epoch_loss.append(loss.item())
+                tokens += int(batch["attention_mask"].sum())
+                bar.update(1)
+            losses.append(float(np.mean(epoch_loss)))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    wall = time.perf_counter() - start
+    return {"epoch_loss": losses, "train_wall_s": wall, "train_tokens": tokens, "train_tokens_per_s": tokens / wall}
+
+
+@torch.inference_mode()
+def predict(model: Classifier, data, batch_size: int = 64) -> np.ndarray:
+    """P(positive) for every example of ``data``, in its row order."""
+    model.eval()
+    probs = np.zeros(len(data), dtype=np.float64)
+    order = np.argsort(-getattr(data, "lengths", np.zeros(len(data))), kind="stable")
+    for i in range(0, len(order), batch_size):
+        rows = order[i: i + batch_size]
+        probs[rows] = torch.softmax(model(data.batch(rows)).float(), dim=-1)[:, 1].numpy()
+    return probs
