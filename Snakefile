@@ -9,7 +9,7 @@ min_version("9.0")
 # A config given with --configfile replaces the default one entirely (each is self-contained).
 if not workflow.overwrite_configfiles:
 
-    configfile: "workflow/config/default.yaml"
+    configfile: f"{workflow.basedir}/workflow/config/default.yaml"
 
 
 validate(config, "workflow/config/schema.yaml")

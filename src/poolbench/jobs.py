@@ -66,12 +66,14 @@ def imdb_subset(smk) -> None:
 def features(smk) -> None:
     from .features import extract
     from .models import load_backbone, load_tokenizer
+    from .train import default_device
 
     _log_to_file(smk)
     _threads(smk)
     wc = smk.wildcards
     examples = pd.read_parquet(smk.input.data)
-    backbone, tokenizer = load_backbone(Path(smk.input.model)), load_tokenizer(Path(smk.input.model))
+    backbone = load_backbone(Path(smk.input.model)).to(default_device())
+    tokenizer = load_tokenizer(Path(smk.input.model))
     info = extract(examples, backbone, tokenizer, Path(smk.output[0]), truncation=wc.truncation,
                    max_len=int(wc.max_len), layers=smk.config.get("cache_layers", 4), model_name=wc.model,
                    max_batch_tokens=smk.params.max_batch_tokens)

@@ -21,7 +21,7 @@ import torch
 from .features import FeatureSet
 from .models import load_backbone, load_tokenizer
 from .pooling import POOLINGS
-from .train import LiveData, TrainConfig, build_classifier, predict, set_trainable_layers, train
+from .train import LiveData, TrainConfig, build_classifier, default_device, predict, set_trainable_layers, train
 
 PACKAGES = ("poolbench", "torch", "transformers", "numpy", "pandas", "scikit-learn", "snakemake")
 
@@ -104,6 +104,7 @@ def run_one(*, run: dict, model_spec: dict, regime_cfg: dict, model_dir: Path, d
         if key in frame and not np.array_equal(data[key].labels, frame[key]["label"].to_numpy()):
             raise ValueError(f"feature cache for {key} does not match resources/data (rebuild it)")
 
+    model.to(default_device())
     desc = f"{run['dataset']}/{run['model']}/{run['pooling']}/seed{run['seed']}"
     fit = train(model, data[(run["dataset"], "train")], cfg, run["seed"], desc=desc)
     out_dir = Path(out_dir)
@@ -128,6 +129,7 @@ def run_one(*, run: dict, model_spec: dict, regime_cfg: dict, model_dir: Path, d
         "wall_s": time.perf_counter() - wall0,
         "cpu_s": time.process_time() - cpu0,
         "torch_threads": torch.get_num_threads(),
+        "device": str(default_device()),
         "config": {"model": model_spec, "regime": regime_cfg, "pooling_options": (pooling_options or {}).get(run["pooling"], {}),
                    "cache_layers": cache_layers},
         "versions": package_versions(),

