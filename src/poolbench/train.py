@@ -68,7 +68,10 @@ def default_device() -> torch.device:
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: ([t.to(device) for t in v] if isinstance(v, list) else v.to(device)) for k, v in batch.items()}
+    def move(v):
+        return [t.to(device) for t in v] if isinstance(v, list) else (v if v is None else v.to(device))
+
+    return {k: move(v) for k, v in batch.items()}
 
 
 def set_trainable_layers(backbone: nn.Module, n: int | str) -> None:
