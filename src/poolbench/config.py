@@ -9,6 +9,7 @@ Every error names the offending config key. The Snakefile calls it before any jo
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 
 from .pooling import POOLINGS, applicable
@@ -16,6 +17,9 @@ from .pooling import POOLINGS, applicable
 # Rows per split of the full datasets (subsets must fit; half of a subset comes from each label).
 SPLIT_SIZES = {"imdb": {"train": 25000, "test": 25000}}
 RANDOM_MAX_POSITIONS = {"bert": 512, "llama": 2048, "gpt2": 1024}
+RANDOM_FAMILIES = {"bert": "encoder", "llama": "decoder", "gpt2": "decoder"}
+# Model names become path parts and the {model} wildcard (see workflow/rules/common.smk).
+MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 class ConfigError(ValueError):
@@ -59,7 +63,12 @@ def check(config: dict) -> None:
     """Raise :class:`ConfigError` for the first semantic problem found."""
     models, datasets = config["models"], config.get("datasets", {})
     for name, spec in models.items():
+        if not MODEL_NAME.fullmatch(name):
+            raise ConfigError(f"models.{name}", "a model name may only hold letters, digits, '_', '.' and '-'")
         src = spec["source"]
+        if src["type"] == "random" and RANDOM_FAMILIES.get(src["arch"], spec["family"]) != spec["family"]:
+            raise ConfigError(f"models.{name}.family", f"{spec['family']!r}, but a random {src['arch']!r} backbone "
+                                                       f"belongs to the {RANDOM_FAMILIES[src['arch']]} family")
         if src["type"] == "random" and src["tokenizer"] not in models:
             raise ConfigError(f"models.{name}.source.tokenizer", f"unknown model {src['tokenizer']!r}")
         if src["type"] == "random" and models[src["tokenizer"]]["source"]["type"] == "random":
@@ -76,6 +85,9 @@ def check(config: dict) -> None:
         for j, tok in enumerate(spec.get("tokenizers", [])):
             if tok not in models:
                 raise ConfigError(f"datasets.{name}.tokenizers[{j}]", f"unknown model {tok!r}")
+    for name in config.get("pooling_options", {}):
+        if name not in POOLINGS:
+            raise ConfigError(f"pooling_options.{name}", f"unknown pooling {name!r}; registered: {sorted(POOLINGS)}")
     layers_needed = config.get("pooling_options", {}).get("layers_concat", {}).get("layers", 1)
     cache_layers = config.get("cache_layers", 4)
     if layers_needed > cache_layers:
@@ -88,6 +100,10 @@ def check(config: dict) -> None:
 
     for g, grid in enumerate(config["study"]):
         key = f"study[{g}]"
+        for field in ("seeds", "max_len"):  # YAML's 1.0 passes the schema's "integer" but is no seed
+            for j, v in enumerate(grid[field]):
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    raise ConfigError(f"{key}.{field}[{j}]", f"{v!r} is not a non-negative integer")
         for i, d in enumerate(grid["datasets"]):
             if d not in datasets:
                 raise ConfigError(f"{key}.datasets[{i}]", f"dataset {d!r} is not configured under datasets")

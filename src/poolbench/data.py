@@ -45,7 +45,12 @@ def load_imdb(split: str) -> pd.DataFrame:
                 f"{DATA_DIR_ENV}={root} but {path} does not exist; point {DATA_DIR_ENV} at a folder "
                 f"holding imdb/train.parquet and imdb/test.parquet"
             )
-        df = pd.read_parquet(path)
+        try:
+            df = pd.read_parquet(path)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: a text is not valid UTF-8 ({exc}); re-encode the file as UTF-8") from exc
+        except Exception as exc:  # truncated or not a parquet file at all
+            raise DataError(f"{path}: cannot be read as parquet ({type(exc).__name__}: {exc})") from exc
     else:
         try:
             import datasets
@@ -75,14 +80,30 @@ def validate(df: pd.DataFrame, what: str) -> pd.DataFrame:
             f"in {int(bad.sum())} rows"
         )
     texts = df["text"]
-    if not texts.map(lambda t: isinstance(t, str)).all():
-        raise DataError(f"{what}: every text must be a string (found nulls or bytes)")
+    not_str = ~texts.map(lambda t: isinstance(t, str))
+    if not_str.any():
+        kinds = sorted({_kind(t) for t in texts[not_str]})
+        raise DataError(
+            f"{what}: {int(not_str.sum())} texts are not strings ({', '.join(kinds)}; "
+            f"first rows {df.index[not_str].tolist()[:5]}); store texts as a UTF-8 string column"
+        )
     empty = texts.str.strip().eq("")
     if empty.any():
         raise DataError(
             f"{what}: {int(empty.sum())} texts are empty or whitespace-only (first rows {df.index[empty].tolist()[:5]})"
         )
     return df.astype({"label": "int64"})
+
+
+def _kind(value) -> str:
+    if isinstance(value, bytes):
+        try:
+            value.decode("utf-8")
+            return "bytes"
+        except UnicodeDecodeError:
+            return "non-UTF-8 bytes"
+    return "missing" if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)) \
+        else type(value).__name__
 
 
 def stratified_subset(df: pd.DataFrame, n: int, seed: int, what: str) -> pd.DataFrame:

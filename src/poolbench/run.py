@@ -21,7 +21,8 @@ import torch
 from .features import FeatureSet
 from .models import load_backbone, load_tokenizer
 from .pooling import POOLINGS
-from .train import LiveData, TrainConfig, build_classifier, default_device, predict, set_trainable_layers, train
+from .train import (LiveData, TrainConfig, TrainingError, build_classifier, default_device, predict,
+                    set_trainable_layers, train)
 
 PACKAGES = ("poolbench", "torch", "transformers", "numpy", "pandas", "scikit-learn", "snakemake")
 
@@ -60,9 +61,13 @@ def predictions_table(examples: pd.DataFrame, prob: np.ndarray) -> pd.DataFrame:
 
 
 def atomic_write(path: Path, write) -> None:
+    """``write(tmp)`` then rename onto ``path``: readers see the old file or the whole new one."""
     tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left when write() failed
 
 
 def run_one(*, run: dict, model_spec: dict, regime_cfg: dict, model_dir: Path, datasets: dict, out_dir: Path,
@@ -114,6 +119,9 @@ def run_one(*, run: dict, model_spec: dict, regime_cfg: dict, model_dir: Path, d
         key = (name, "test")
         t0 = time.perf_counter()
         prob = predict(model, data[key])
+        if not np.isfinite(prob).all():  # never a silent coin-flip result from NaN scores
+            raise TrainingError(f"{desc}: {int((~np.isfinite(prob)).sum())} of {len(prob)} predictions on "
+                                f"{name}/test are not finite (non-finite inputs or weights); no metrics written")
         table = predictions_table(frame[key], prob)
         fname = "predictions.parquet" if name == run["dataset"] else f"transfer-{name}.parquet"
         atomic_write(out_dir / fname, lambda p: table.to_parquet(p, index=False))

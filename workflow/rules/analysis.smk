@@ -29,3 +29,26 @@ rule figures:
         runtime=10,
     script:
         str(SCRIPTS / "figures.py")
+
+
+def uses_probe():
+    return any("tailprobe" in grid["datasets"] for grid in config["study"])
+
+
+rule statistics:
+    input:
+        runs=R("summary/runs.csv"),
+        predictions=[R(paths.RUN + "/predictions.parquet", **run.wildcards()) for run in RUNS],
+    output:
+        pooling=R("summary/pooling_stats.csv"),
+        probe=R("summary/tailprobe_cells.csv"),
+        transfer=R("summary/transfer_tailprobe_cells.csv"),
+        figure=R("figures/tailprobe_by_position.png") if uses_probe() else [],
+    log:
+        S("logs/analysis/statistics.log"),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    script:
+        str(SCRIPTS / "statistics.py")

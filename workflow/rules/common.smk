@@ -1,5 +1,4 @@
 # Shared helpers: semantic config checks, the list of runs, and path functions.
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,17 +26,6 @@ def S(pattern, **kw):
     """A path under resources_dir (downloads, models, data, caches; never committed)."""
     path = f"{RESOURCES}/{pattern}"
     return path.format(**kw) if kw else path
-
-
-def git_commit():
-    try:
-        out = subprocess.run(["git", "-C", workflow.basedir, "rev-parse", "HEAD"], capture_output=True, text=True)
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
-GIT_COMMIT = git_commit()
 
 
 def threads(kind):
@@ -78,5 +66,6 @@ def all_targets():
         *[out for run in RUNS for out in run_outputs(run)],
         R("summary/runs.csv"),
         R("figures/accuracy_by_pooling.png"),
+        R("summary/pooling_stats.csv"),
         *probe_targets(),
     ]

@@ -43,4 +43,4 @@ rule tailprobe:
 
 def probe_targets():
     used = any("tailprobe" in grid["datasets"] for grid in config["study"])
-    return [R("data/tailprobe_checks.json"), R("data/TAILPROBE.md")] if used else []
+    return [R("data/tailprobe_checks.json"), R("data/TAILPROBE.md"), R("figures/tailprobe_by_position.png")] if used else []

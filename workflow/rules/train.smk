@@ -23,7 +23,6 @@ rule train:
         S("logs/" + paths.RUN + ".log"),
     params:
         transfer=lambda wc: transfer_sets(wc.dataset),
-        git_commit=GIT_COMMIT,
     threads: lambda wc: threads("heavy") if wc.regime == "finetune" else threads("light")
     resources:
         mem_mb=res("train", "mem_mb", 6000),

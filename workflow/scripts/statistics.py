@@ -1,0 +1,3 @@
+from poolbench.jobs import statistics
+
+statistics(snakemake)  # noqa: F821 (the object Snakemake injects)
