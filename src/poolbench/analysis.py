@@ -32,7 +32,6 @@ def accuracy_by_pooling(runs: pd.DataFrame, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
     runs = runs.assign(setting=runs["model"] + " · " + runs["regime"] + " · " + runs["truncation"]
@@ -48,10 +47,16 @@ def accuracy_by_pooling(runs: pd.DataFrame, out: Path) -> None:
         ax.axhline(0.5, color="0.7", lw=0.8, ls="--")
         ax.tick_params(axis="x", rotation=35)
     g.set_axis_labels("pooling", "test accuracy")
-    g.figure.suptitle("Accuracy by pooling (mean and 95% CI over seeds; dots are seeds)", y=1.01)
+    _save(g, "Accuracy by pooling (mean and 95% CI over seeds; dots are seeds)", out, dpi=130)
+
+
+def _save(grid, title: str, out: Path, dpi: int) -> None:
+    import matplotlib.pyplot as plt
+
+    grid.figure.suptitle(title, y=1.01)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    g.figure.savefig(out, dpi=130, bbox_inches="tight")
-    plt.close(g.figure)
+    grid.figure.savefig(out, dpi=dpi, bbox_inches="tight")
+    plt.close(grid.figure)
 
 
 SETTING_KEYS = ["dataset", "model", "family", "regime", "truncation", "max_len"]
@@ -146,7 +151,6 @@ def tailprobe_figure(cells: pd.DataFrame, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
     cells = cells.assign(setting=cells["model"] + " · " + cells["regime"] + " · " + cells["truncation"] + "-"
@@ -163,7 +167,4 @@ def tailprobe_figure(cells: pd.DataFrame, out: Path) -> None:
         ax.set_ylim(0, 1)
         ax.tick_params(axis="x", rotation=60)
     g.set_axis_labels("pooling", "probe accuracy")
-    g.figure.suptitle("Tail-sentiment probe: accuracy by verdict position (mean over seeds; dashed = chance)", y=1.01)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    g.figure.savefig(out, dpi=110, bbox_inches="tight")
-    plt.close(g.figure)
+    _save(g, "Tail-sentiment probe: accuracy by verdict position (mean over seeds; dashed = chance)", out, dpi=110)

@@ -179,3 +179,11 @@ def statistics(smk) -> None:
     _write_csv(analysis.probe_cells(transfer) if len(transfer) else pd.DataFrame(), smk.output.transfer)
     if len(cells):
         analysis.tailprobe_figure(cells, Path(smk.output.figure))
+
+
+def paper_numbers(smk) -> None:
+    from .paper import write
+
+    _log_to_file(smk)
+    checks = smk.input.get("checks")
+    write(Path(smk.input.runs).parent, Path(checks) if checks else None, Path(smk.output.numbers).parent)

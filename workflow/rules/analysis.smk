@@ -52,3 +52,23 @@ rule statistics:
         runtime=20,
     script:
         str(SCRIPTS / "statistics.py")
+
+
+rule paper_numbers:
+    input:
+        runs=R("summary/runs.csv"),
+        stats=R("summary/pooling_stats.csv"),
+        probe=R("summary/tailprobe_cells.csv"),
+        transfer=R("summary/transfer_tailprobe_cells.csv"),
+        checks=R("data/tailprobe_checks.json") if uses_probe() else [],
+    output:
+        numbers=f"{config.get('paper_dir', 'paper/generated')}/numbers.tex",
+        imdb=f"{config.get('paper_dir', 'paper/generated')}/tab_imdb.tex",
+    log:
+        S("logs/analysis/paper_numbers.log"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        str(SCRIPTS / "paper_numbers.py")

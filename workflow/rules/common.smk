@@ -68,4 +68,5 @@ def all_targets():
         R("figures/accuracy_by_pooling.png"),
         R("summary/pooling_stats.csv"),
         *probe_targets(),
+        *([f"{config['paper_dir']}/numbers.tex"] if config.get("paper_dir") else []),
     ]
