@@ -66,6 +66,10 @@ def check(config: dict) -> None:
         if not MODEL_NAME.fullmatch(name):
             raise ConfigError(f"models.{name}", "a model name may only hold letters, digits, '_', '.' and '-'")
         src = spec["source"]
+        for field in ("layers", "max_positions"):  # so that max_len and trainable_layers are checked here
+            if src["type"] != "random" and field not in spec:
+                raise ConfigError(f"models.{name}.{field}", f"missing; a {src['type']} model must declare it "
+                                                            f"(it is verified against the model when materialised)")
         if src["type"] == "random" and RANDOM_FAMILIES.get(src["arch"], spec["family"]) != spec["family"]:
             raise ConfigError(f"models.{name}.family", f"{spec['family']!r}, but a random {src['arch']!r} backbone "
                                                        f"belongs to the {RANDOM_FAMILIES[src['arch']]} family")

