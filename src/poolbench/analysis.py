@@ -28,7 +28,7 @@ def collect_runs(metric_files: list[Path]) -> pd.DataFrame:
 
 
 def accuracy_by_pooling(runs: pd.DataFrame, out: Path) -> None:
-    """Test accuracy per pooling (mean ± 95% CI over seeds, seeds as dots), one panel per dataset × model."""
+    """Test accuracy per pooling (mean and 95% CI over seeds), one panel per dataset, one colour per setting."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,22 +38,20 @@ def accuracy_by_pooling(runs: pd.DataFrame, out: Path) -> None:
                        + "-" + runs["max_len"].astype(str))
     order = sorted(runs["pooling"].unique())
     sns.set_theme(style="whitegrid", context="paper")
-    g = sns.catplot(data=runs, x="pooling", y="accuracy", col="dataset", row="setting", kind="point",
-                    order=order, errorbar=("ci", 95), linestyle="none", capsize=0.2, height=2.6, aspect=2.2,
-                    sharey=False, margin_titles=True)
-    for (setting, dataset), ax in g.axes_dict.items():
-        sub = runs[(runs["setting"] == setting) & (runs["dataset"] == dataset)]
-        sns.stripplot(data=sub, x="pooling", y="accuracy", order=order, ax=ax, color="0.5", size=3, alpha=0.6)
-        ax.axhline(0.5, color="0.7", lw=0.8, ls="--")
+    g = sns.catplot(data=runs, x="pooling", y="accuracy", hue="setting", col="dataset", kind="point", order=order,
+                    errorbar=("ci", 95), linestyle="none", capsize=0.15, dodge=0.45, height=3.4, aspect=1.5,
+                    sharey=False, markers="o")
+    for ax in g.axes.flat:
+        ax.axhline(0.5, color="0.6", lw=0.8, ls="--")
         ax.tick_params(axis="x", rotation=35)
     g.set_axis_labels("pooling", "test accuracy")
-    _save(g, "Accuracy by pooling (mean and 95% CI over seeds; dots are seeds)", out, dpi=130)
+    _save(g, "Accuracy by pooling (mean and 95% CI over seeds; dashed = chance)", out, dpi=130)
 
 
 def _save(grid, title: str, out: Path, dpi: int) -> None:
     import matplotlib.pyplot as plt
 
-    grid.figure.suptitle(title, y=1.01)
+    grid.figure.suptitle(title, y=1.04)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     grid.figure.savefig(out, dpi=dpi, bbox_inches="tight")
     plt.close(grid.figure)
@@ -160,8 +158,9 @@ def tailprobe_figure(cells: pd.DataFrame, out: Path) -> None:
     sns.set_theme(style="whitegrid", context="paper")
     g = sns.catplot(data=cells, x="pooling", y="accuracy", hue="position", hue_order=["start", "middle", "end"],
                     col="cell", col_order=["agree / short", "agree / long", "contrast / short", "contrast / long"],
-                    row="setting", kind="bar", order=order, height=2.4, aspect=1.6, errorbar=None,
-                    palette="viridis", margin_titles=True)
+                    row="setting", kind="bar", order=order, height=2.6, aspect=1.5, errorbar=None,
+                    palette="viridis")
+    g.set_titles("{row_name}\n{col_name}", size=9)
     for ax in g.axes.flat:
         ax.axhline(0.5, color="0.4", lw=0.8, ls="--")
         ax.set_ylim(0, 1)
