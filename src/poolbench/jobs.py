@@ -181,6 +181,8 @@ def statistics(smk) -> None:
     _write_csv(analysis.probe_cells(transfer) if len(transfer) else pd.DataFrame(), smk.output.transfer)
     if len(cells):
         analysis.tailprobe_figure(cells, Path(smk.output.figure))
+    stats = pd.read_csv(smk.output.pooling)
+    Path(smk.output.digest).write_text(analysis.markdown_summary(stats, cells))
 
 
 def paper_numbers(smk) -> None:

@@ -43,6 +43,7 @@ rule statistics:
         pooling=R("summary/pooling_stats.csv"),
         probe=R("summary/tailprobe_cells.csv"),
         transfer=R("summary/transfer_tailprobe_cells.csv"),
+        digest=R("summary/RESULTS.md"),
         figure=R("figures/tailprobe_by_position.png") if uses_probe() else [],
     log:
         S("logs/analysis/statistics.log"),

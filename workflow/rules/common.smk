@@ -67,6 +67,7 @@ def all_targets():
         R("summary/runs.csv"),
         R("figures/accuracy_by_pooling.png"),
         R("summary/pooling_stats.csv"),
+        R("summary/RESULTS.md"),
         *probe_targets(),
         *([f"{config['paper_dir']}/numbers.tex"] if config.get("paper_dir") else []),
     ]
