@@ -205,6 +205,9 @@ def load_tokenizer(model_dir: Path):
         raise ModelSourceError(f"{model_dir}: poolbench needs a fast tokenizer (for character offsets)")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    # poolbench.encoding tokenises whole texts and truncates them itself: silence the tokenizer's
+    # "sequence longer than the maximum" warning, which would be misleading here.
+    tok.model_max_length = int(1e12)
     return tok
 
 
