@@ -87,23 +87,30 @@ def _blocks(dry_run: str, rule: str) -> list[str]:
 
 
 def test_slurm_profile_dry_run_under_the_paper_config(tmp_path):
-    """The README's SLURM command, as a dry run (no sbatch needed): GPU rules ask for one GPU."""
+    """The README's SLURM command, as a dry run (no sbatch needed): feature extraction and fine-tuning
+    ask for one GPU; frozen training (pooling + head on cached states) asks for none."""
     cfg = load_config(PAPER)
-    targets = [str(run_dir(cfg["results_dir"], "imdb", "gpt2", regime, "head", 512, "last", 0) / "metrics.json")
+    targets = [str(run_dir(cfg["results_dir"], "tailprobe", "gpt2", regime, "head", 512, "last", 0) / "metrics.json")
                for regime in ("finetune", "frozen")]
     proc = run_snakemake(tmp_path, "--workflow-profile", str(PROFILES / "slurm"), "-n", "--cores", "64", *targets,
                          configfile=PAPER, timeout=300)
     out = proc.stdout + proc.stderr
     assert "Using workflow specific profile" in out
-    for rule, kind in (("train", "train"), ("features", "features")):
+    expected_gpus = {"features": 1, "train_finetune": 1, "train_frozen": 0}
+    seen = set()
+    for rule in ("train", "features"):
         blocks = _blocks(out, rule)
         assert blocks, out[-3000:]
         for block in blocks:
+            kind = rule if rule == "features" else "train_" + re.search(r"regime=(\w+)", block).group(1)
+            spec = cfg["resources"].get(kind, cfg["resources"].get(rule))
             res = dict(kv.split("=", 1) for kv in re.search(r"resources: (.*)", block).group(1).split(", "))
-            assert int(res["gpu"]) == cfg["resources"][kind]["gpu"] == 1
-            assert int(res["mem_mb"]) == cfg["resources"][kind]["mem_mb"]
-            assert int(res["runtime"]) == cfg["resources"][kind]["runtime"]
+            assert int(res["gpu"]) == spec["gpu"] == expected_gpus[kind]
+            assert int(res["mem_mb"]) == spec["mem_mb"]
+            assert int(res["runtime"]) == spec["runtime"]
             assert res["slurm_partition"]
+            seen.add(kind)
+    assert seen == set(expected_gpus)
     threads = re.search(r"threads: (\d+)", _blocks(out, "features")[0])
     assert threads and int(threads.group(1)) == cfg["threads"]["heavy"]
 
