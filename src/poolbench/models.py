@@ -222,11 +222,3 @@ def load_backbone(model_dir: Path, dtype: torch.dtype = torch.float32):
 def num_layers(model) -> int:
     cfg = model.config
     return getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer")
-
-
-def max_positions(model_dir: Path) -> int:
-    """The longest input the model accepts (from its config)."""
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(model_dir)
-    return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions")

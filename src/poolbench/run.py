@@ -72,15 +72,13 @@ def atomic_write(path: Path, write) -> None:
 
 def run_one(*, run: dict, model_spec: dict, regime_cfg: dict, model_dir: Path, datasets: dict, out_dir: Path,
             features: dict | None = None, transfer: tuple = (), pooling_options: dict | None = None,
-            cache_layers: int = 4, threads: int | None = None, git_commit: str = "unknown") -> dict:
+            cache_layers: int = 4, git_commit: str = "unknown") -> dict:
     """Train and evaluate one (dataset, model, regime, truncation, max_len, pooling, seed).
 
     ``datasets``: {name: {split: parquet path}}; ``features``: {(name, split): cache dir} for the
     frozen regime; ``transfer``: names of datasets whose test split is also evaluated.
     """
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    if threads:
-        torch.set_num_threads(threads)
     torch.manual_seed(run["seed"])
     cfg = TrainConfig(**{k: v for k, v in regime_cfg.items() if k in TrainConfig.__dataclass_fields__},
                       options=pooling_options or {})

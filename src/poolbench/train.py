@@ -41,7 +41,6 @@ class TrainConfig:
     dropout: float = 0.1
     warmup_ratio: float = 0.1
     trainable_layers: int | str = 0      # finetune only: top layers that train ("all" = every layer)
-    max_batch_tokens: int = 8192         # finetune/eval batching of live backbones
     options: dict = field(default_factory=dict)
 
 
