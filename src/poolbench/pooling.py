@@ -128,6 +128,9 @@ class Pooling(nn.Module):
     families: tuple[str, ...] = FAMILIES  # backbone families the strategy applies to
     needs_pooler: bool = False  # True if it reuses the backbone's pretrained pooler (ctx.pooler)
     accepted_options: tuple[str, ...] = ()  # keys of ctx.options the strategy understands
+    # Bump when a change to the code changes what the pooling computes: every run that uses it is
+    # then rerun, and no other (the run spec carries it; lm-evaluation-harness's task versions).
+    version: int = 1
 
     def __init__(self, ctx: PoolingContext):
         super().__init__()
