@@ -27,7 +27,8 @@ def need(condition: bool, reason: str) -> None:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The local data folder ($POOLBENCH_DATA_DIR, else ../shared/data); exported for subprocesses."""
-    path = Path(os.environ.get("POOLBENCH_DATA_DIR", REPO.parent / "shared" / "data"))
+    # Resolved here, once: a relative path (as a user may export) means the same in every job.
+    path = Path(os.environ.get("POOLBENCH_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
     need((path / "imdb" / "train.parquet").is_file(), f"IMDB parquet files not found under {path}")
     os.environ["POOLBENCH_DATA_DIR"] = str(path)
     return path
@@ -67,11 +68,12 @@ def bundled(tmp_path_factory):
 
 
 def run_snakemake(workdir: Path, *args: str, configfile: Path = SMOKE_CONFIG, timeout: int = 900,
-                  check: bool = True) -> subprocess.CompletedProcess:
+                  check: bool = True, env: dict | None = None, snakefile: Path = REPO / "Snakefile"
+                  ) -> subprocess.CompletedProcess:
     """Invoke the pipeline as a user would (the snakemake CLI), with outputs under ``workdir``."""
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(configfile), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir),
+           *(["--configfile", str(configfile)] if configfile else []), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc

@@ -9,6 +9,7 @@ Every error names the offending config key. The Snakefile calls it before any jo
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from dataclasses import dataclass
 
@@ -152,3 +153,66 @@ def expand(config: dict) -> list[Run]:
             for p in poolings_for(config, grid, m):
                 runs.append(Run(d, m, r, t, n, p, s))
     return list(dict.fromkeys(runs))
+
+
+# --------------------------------------------------------------------------------------------
+# Canonical specs: every setting a job uses reaches it as one rule param (sorted-key JSON), so
+# Snakemake's params trigger reruns exactly the jobs whose settings changed, and nothing else.
+# --------------------------------------------------------------------------------------------
+
+# Bump when a change to the training code (loop, heads, metrics) changes what every run computes.
+# A change to one pooling's computation bumps that pooling's own ``version`` instead.
+TRAIN_VERSION = 1
+
+
+def canonical(obj) -> str:
+    """Canonical JSON (sorted keys, no whitespace): equal settings give equal strings."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def run_spec(config: dict, run: Run) -> dict:
+    """Everything one run depends on besides its input files, resolved from the config."""
+    from .pooling import POOLINGS
+
+    return {
+        "run": run.wildcards(),
+        "family": config["models"][run.model]["family"],
+        "model": config["models"][run.model],
+        "regime": config["regimes"][run.regime],
+        "pooling": {"name": run.pooling, "version": POOLINGS[run.pooling].version,
+                    "options": config.get("pooling_options", {}).get(run.pooling, {})},
+        "cache_layers": config.get("cache_layers", 4),
+        "transfer": list(config.get("transfer", {}).get(run.dataset, [])),
+        "train_version": TRAIN_VERSION,
+    }
+
+
+def subset_spec(config: dict, dataset: str, split: str) -> dict:
+    """What one IMDB subset depends on: its own size and seed (not the other split's)."""
+    spec = config["datasets"][dataset]
+    return {"size": spec[f"{split}_size"], "seed": spec["seed"] + (0 if split == "train" else 1)}
+
+
+def stale_runs(config: dict, runs: list[Run], results_dir: str) -> list[tuple[Run, str]]:
+    """Committed runs whose recorded spec differs from the config's (one summary warning).
+
+    Snakemake compares a job's params with its own records in ``.snakemake/``; a fresh clone has
+    none, so a setting changed there would go unnoticed. The spec recorded in ``metrics.json``
+    closes that gap: this names the runs to refresh with ``--forcerun``.
+    """
+    from .paths import run_dir
+
+    stale = []
+    for run in runs:
+        path = run_dir(results_dir, **run.wildcards()) / "metrics.json"
+        if path.is_file():
+            recorded = json.loads(path.read_text()).get("spec")
+            if recorded is not None and canonical(recorded) != canonical(run_spec(config, run)):
+                stale.append(run)
+    if not stale:
+        return []
+    first = stale[0]
+    return [(first, f"{len(stale)} committed run(s) were made with settings other than the config's, e.g. "
+                    f"{run_dir(results_dir, **first.wildcards())}; Snakemake reruns them by itself where it "
+                    f"recorded them (.snakemake/), elsewhere run: snakemake --cores all --forcerun "
+                    f"<their metrics.json>")]

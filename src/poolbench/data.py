@@ -26,8 +26,24 @@ class DataError(RuntimeError):
 
 
 def data_dir() -> Path | None:
+    """The local data folder, absolute, or None (then IMDB comes from the hub)."""
     value = os.environ.get(DATA_DIR_ENV)
-    return Path(value).expanduser() if value else None
+    return Path(value).expanduser().resolve() if value else None
+
+
+def resolve_data_dir(config_value: str | None, base: Path) -> str | None:
+    """The data folder for a pipeline run, resolved once at start-up and exported to every job.
+
+    ``$POOLBENCH_DATA_DIR`` overrides the config's ``data_dir``; a relative path is taken from
+    ``base`` (the repository root), whatever the working directory of the run.
+    """
+    value = os.environ.get(DATA_DIR_ENV) or config_value
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    path = (path if path.is_absolute() else Path(base) / path).resolve()
+    os.environ[DATA_DIR_ENV] = str(path)
+    return str(path)
 
 
 def load_imdb(split: str) -> pd.DataFrame:

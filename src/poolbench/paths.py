@@ -10,12 +10,16 @@ from pathlib import Path
 
 # under results_dir
 RUN = "runs/{dataset}/{model}/{regime}/{truncation}-{max_len}/{pooling}/seed{seed}"
+METRICS = f"{RUN}/metrics.json"
+PREDICTIONS = f"{RUN}/predictions.parquet"
+TRANSFER = f"{RUN}/transfer-{{evalset}}.parquet"  # predictions on a further evaluation set
 # under resources_dir
 WHEEL = "downloads/{model}.whl"
 TOKENIZER = "tokenizers/{model}"
 MODEL = "models/{model}"
 DATASET = "data/{dataset}/{split}.parquet"
 FEATURES = "features/{dataset}/{model}/{truncation}-{max_len}/{split}"
+WEIGHTS = f"weights/{RUN}/model.safetensors"  # pooling, head and trained layers of a run
 
 
 def run_dir(results_dir: str | Path, dataset: str, model: str, regime: str, truncation: str, max_len: int,

@@ -1,14 +1,17 @@
-"""Execute one run of the study and write its results atomically.
+"""Execute one run of the study (train, predict, save) or evaluate a trained run on another set.
 
-A run folder (see :data:`poolbench.paths.RUN`) holds ``metrics.json`` and ``predictions.parquet``
-(and ``transfer-<dataset>.parquet`` per transfer set). Files are written under temporary names and
-renamed; ``metrics.json`` is renamed last, so a killed run never leaves a metrics file behind.
+A run folder (see :data:`poolbench.paths.RUN`) holds ``metrics.json`` (schema:
+:class:`poolbench.metrics.RunMetrics`), ``predictions.parquet``, and ``transfer-<set>.parquet`` per
+further evaluation set. The trained weights (pooling, head, and any trained backbone layers) go to
+``resources/weights/<run>/model.safetensors``. Every file is written atomically, ``metrics.json``
+last, so a killed run never leaves a metrics file behind.
+
+Every setting comes from the run's ``spec`` (:func:`poolbench.config.run_spec`), never from a
+global config: the spec is what Snakemake compares to decide a rerun.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import time
 from importlib import metadata
@@ -19,6 +22,8 @@ import pandas as pd
 import torch
 
 from .features import FeatureSet
+from .io import atomic_write, write_parquet
+from .metrics import RunMetrics
 from .models import load_backbone, load_tokenizer
 from .pooling import POOLINGS
 from .train import (LiveData, TrainConfig, TrainingError, build_classifier, default_device, predict,
@@ -60,86 +65,111 @@ def predictions_table(examples: pd.DataFrame, prob: np.ndarray) -> pd.DataFrame:
                       meta.drop(columns=["id", "label"])], axis=1)
 
 
-def atomic_write(path: Path, write) -> None:
-    """``write(tmp)`` then rename onto ``path``: readers see the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # only left when write() failed
+def train_config(spec: dict) -> TrainConfig:
+    regime = spec["regime"]
+    return TrainConfig(**{k: v for k, v in regime.items() if k in TrainConfig.__dataclass_fields__},
+                       options={spec["pooling"]["name"]: spec["pooling"]["options"]})
 
 
-def run_one(*, run: dict, model_spec: dict, regime_cfg: dict, model_dir: Path, datasets: dict, out_dir: Path,
-            features: dict | None = None, transfer: tuple = (), pooling_options: dict | None = None,
-            cache_layers: int = 4, git_commit: str = "unknown") -> dict:
-    """Train and evaluate one (dataset, model, regime, truncation, max_len, pooling, seed).
+def build(spec: dict, model_dir: Path, frames: dict, features: dict):
+    """The classifier and its data for a run: ``{split_key: FeatureSet | LiveData}``.
 
-    ``datasets``: {name: {split: parquet path}}; ``features``: {(name, split): cache dir} for the
-    frozen regime; ``transfer``: names of datasets whose test split is also evaluated.
+    ``frames``: {(dataset, split): DataFrame}; ``features``: {(dataset, split): cache dir} for
+    regimes that read cached states.
     """
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    torch.manual_seed(run["seed"])
-    cfg = TrainConfig(**{k: v for k, v in regime_cfg.items() if k in TrainConfig.__dataclass_fields__},
-                      options=pooling_options or {})
-    frame = {(name, split): pd.read_parquet(path) for name, splits in datasets.items() for split, path in splits.items()}
-    family, regime = model_spec["family"], run["regime"]
-
+    run, family, cfg = spec["run"], spec["family"], train_config(spec)
+    regime = run["regime"]
     if regime == "frozen":
         data = {key: FeatureSet(path) for key, path in features.items()}
         # The backbone itself is only needed for a pretrained part a pooling reuses (BERT's pooler).
         backbone = load_backbone(model_dir) if POOLINGS[run["pooling"]].needs_pooler else None
-        train_data = data[(run["dataset"], "train")]
-        model = build_classifier(run["pooling"], family, train_data.info["hidden_size"], train_data.num_layers,
-                                 cfg, backbone, None)
+        first = next(iter(data.values()))
+        model = build_classifier(run["pooling"], family, first.info["hidden_size"], first.num_layers, cfg,
+                                 backbone, None)
     elif regime == "finetune":
         backbone = load_backbone(model_dir)
         tokenizer = load_tokenizer(model_dir)
         set_trainable_layers(backbone, cfg.trainable_layers)
-        data = {key: LiveData(df, tokenizer, run["truncation"], run["max_len"]) for key, df in frame.items()
-                if key[1] == "test" or key[0] == run["dataset"]}
-        model = build_classifier(run["pooling"], family, backbone.config.hidden_size, cache_layers, cfg,
+        data = {key: LiveData(df, tokenizer, run["truncation"], run["max_len"]) for key, df in frames.items()}
+        model = build_classifier(run["pooling"], family, backbone.config.hidden_size, spec["cache_layers"], cfg,
                                  backbone, backbone)
     else:
         raise ValueError(f"unknown regime {regime!r}")
+    for key in data:  # a cache must line up with the dataset table, row by row
+        if key in frames and not np.array_equal(data[key].labels, frames[key]["label"].to_numpy()):
+            raise ValueError(f"feature cache for {key} does not match its dataset table (rebuild it)")
+    return model.to(default_device()), data
 
-    for key in data:  # the cache must line up with the dataset table, row by row
-        if key in frame and not np.array_equal(data[key].labels, frame[key]["label"].to_numpy()):
-            raise ValueError(f"feature cache for {key} does not match resources/data (rebuild it)")
 
-    model.to(default_device())
+def trained_state(model: torch.nn.Module) -> dict:
+    """Everything of the classifier except the frozen backbone weights (those reload from the model)."""
+    frozen = {name for name, p in model.named_parameters() if name.startswith("backbone.") and not p.requires_grad}
+    return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items() if k not in frozen}
+
+
+def save_weights(model: torch.nn.Module, path: Path, spec: dict) -> None:
+    from safetensors.torch import save_file
+
+    from .config import canonical
+
+    state = trained_state(model)
+    atomic_write(path, lambda p: save_file(state, str(p), metadata={"spec": canonical(spec)}))
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("backbone.")]
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit this run's classifier (missing {missing[:3]}, unexpected "
+                         f"{unexpected[:3]}); rebuild the run's weights")
+
+
+def _predict_checked(model, data, what: str) -> np.ndarray:
+    prob = predict(model, data)
+    if not np.isfinite(prob).all():  # never a silent coin-flip result from NaN scores
+        raise TrainingError(f"{what}: {int((~np.isfinite(prob)).sum())} of {len(prob)} predictions are not "
+                            f"finite (non-finite inputs or weights); nothing written")
+    return prob
+
+
+def run_one(*, spec: dict, model_dir: Path, datasets: dict, features: dict, metrics_path: Path,
+            predictions_path: Path, weights_path: Path, git_commit: str = "unknown") -> RunMetrics:
+    """Train and evaluate one run; ``datasets``/``features``: {(name, split): path}."""
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    run = spec["run"]
+    torch.manual_seed(run["seed"])
+    frames = {key: pd.read_parquet(path) for key, path in datasets.items()}
+    model, data = build(spec, Path(model_dir), frames, features)
     desc = f"{run['dataset']}/{run['model']}/{run['pooling']}/seed{run['seed']}"
-    fit = train(model, data[(run["dataset"], "train")], cfg, run["seed"], desc=desc)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for name in (run["dataset"], *transfer):
-        key = (name, "test")
-        t0 = time.perf_counter()
-        prob = predict(model, data[key])
-        if not np.isfinite(prob).all():  # never a silent coin-flip result from NaN scores
-            raise TrainingError(f"{desc}: {int((~np.isfinite(prob)).sum())} of {len(prob)} predictions on "
-                                f"{name}/test are not finite (non-finite inputs or weights); no metrics written")
-        table = predictions_table(frame[key], prob)
-        fname = "predictions.parquet" if name == run["dataset"] else f"transfer-{name}.parquet"
-        atomic_write(out_dir / fname, lambda p: table.to_parquet(p, index=False))
-        results[name] = {**scores(frame[key]["label"].to_numpy(), prob), "eval_wall_s": time.perf_counter() - t0}
+    fit = train(model, data[(run["dataset"], "train")], train_config(spec), run["seed"], desc=desc)
 
-    metrics = {
-        **run,
-        **{k: v for k, v in results[run["dataset"]].items()},
-        "transfer": {k: v for k, v in results.items() if k != run["dataset"]},
-        "family": family,
-        "train": {k: v for k, v in fit.items()},
-        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "wall_s": time.perf_counter() - wall0,
-        "cpu_s": time.process_time() - cpu0,
-        "torch_threads": torch.get_num_threads(),
-        "device": str(default_device()),
-        "config": {"model": model_spec, "regime": regime_cfg, "pooling_options": (pooling_options or {}).get(run["pooling"], {}),
-                   "cache_layers": cache_layers},
-        "versions": package_versions(),
-        "git_commit": git_commit,
-    }
-    atomic_write(out_dir / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=2)))
+    test_key = (run["dataset"], "test")
+    t0 = time.perf_counter()
+    prob = _predict_checked(model, data[test_key], desc)
+    test = {**scores(frames[test_key]["label"].to_numpy(), prob), "eval_wall_s": time.perf_counter() - t0}
+    write_parquet(predictions_path, predictions_table(frames[test_key], prob))
+    save_weights(model, Path(weights_path), spec)
+    metrics = RunMetrics(
+        **run, family=spec["family"], n=test["n"], accuracy=test["accuracy"], macro_f1=test["macro_f1"],
+        train={**fit, "eval_wall_s": test["eval_wall_s"]},
+        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        wall_s=time.perf_counter() - wall0, cpu_s=time.process_time() - cpu0, torch_threads=torch.get_num_threads(),
+        device=str(default_device()), precision=fit.get("precision", "fp32"), spec=spec,
+        versions=package_versions(), git_commit=git_commit)
+    metrics.write(metrics_path)
     return metrics
+
+
+def evaluate_one(*, spec: dict, model_dir: Path, weights: Path, dataset: Path, features: Path | None,
+                 evalset: str, out: Path) -> pd.DataFrame:
+    """Score a trained run on the test split of ``evalset`` (no training); write its predictions."""
+    frames = {(evalset, "test"): pd.read_parquet(dataset)}
+    model, data = build(spec, Path(model_dir), frames, {(evalset, "test"): features} if features else {})
+    load_weights(model, Path(weights))
+    prob = _predict_checked(model, data[(evalset, "test")], f"{spec['run']} on {evalset}")
+    table = predictions_table(frames[(evalset, "test")], prob)
+    write_parquet(out, table)
+    return table

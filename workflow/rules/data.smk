@@ -7,20 +7,19 @@ rule imdb_subset:
     log:
         S("logs/data/imdb_{split}.log"),
     params:
-        spec=lambda wc: config["datasets"]["imdb"],  # a size or seed change rebuilds the subset
+        spec=spec_of_subset,  # this split's size and seed only
     threads: 1
     resources:
         mem_mb=4000,
         runtime=10,
+    conda:
+        ENV
     script:
-        str(SCRIPTS / "imdb_subset.py")
+        JOB_SCRIPT
 
 
-def probe_tokenizers(wildcards=None):
-    names = config["datasets"].get("tailprobe", {}).get("tokenizers", [])
-    return {f"tok__{name}": S(paths.TOKENIZER, model=name) for name in names}
-
-
+# The probe's datasheet and checks are committed; its data lives in resources. A fresh clone
+# rebuilds the data only when a job that needs it runs.
 rule tailprobe:
     input:
         unpack(probe_tokenizers),
@@ -32,15 +31,12 @@ rule tailprobe:
     log:
         S("logs/data/tailprobe.log"),
     params:
-        spec=lambda wc: config["datasets"]["tailprobe"],
+        spec=spec_of_probe,
     threads: 1
     resources:
         mem_mb=8000,
         runtime=30,
+    conda:
+        ENV
     script:
-        str(SCRIPTS / "tailprobe.py")
-
-
-def probe_targets():
-    used = any("tailprobe" in grid["datasets"] for grid in config["study"])
-    return [R("data/tailprobe_checks.json"), R("data/TAILPROBE.md"), R("figures/tailprobe_by_position.png")] if used else []
+        JOB_SCRIPT

@@ -10,11 +10,13 @@ rule features:
     log:
         S("logs/features/{dataset}/{model}/{truncation}-{max_len}/{split}.log"),
     params:
-        max_batch_tokens=8192,
+        spec=spec_of_features,
     threads: threads("heavy")
     resources:
         mem_mb=res("features", "mem_mb", 8000),
         runtime=res("features", "runtime", 120),
         gpu=res("features", "gpu", 0),
+    conda:
+        ENV
     script:
-        str(SCRIPTS / "features.py")
+        JOB_SCRIPT

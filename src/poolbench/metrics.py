@@ -1,0 +1,73 @@
+"""The schema of a run's ``metrics.json``: one typed record per run, with a version field.
+
+Version history:
+  1  (implicit: no ``schema_version`` key) the first study; transfer scores inside ``transfer``.
+  2  adds ``schema_version``, ``spec`` (the canonical run spec the job got), ``precision``; transfer
+     sets are scored by the ``evaluate`` rule into ``transfer-<set>.parquet`` instead.
+Readers accept every version listed here and refuse others with a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .io import write_text
+
+SCHEMA_VERSION = 2
+RUN_KEYS = ("dataset", "model", "regime", "truncation", "max_len", "pooling", "seed")
+
+
+class MetricsError(ValueError):
+    """A metrics.json file that cannot be read as any known schema version."""
+
+
+@dataclass
+class RunMetrics:
+    # what ran (the path wildcards)
+    dataset: str
+    model: str
+    regime: str
+    truncation: str
+    max_len: int
+    pooling: str
+    seed: int
+    family: str
+    # test split of the training dataset
+    n: int
+    accuracy: float
+    macro_f1: float
+    # how it trained: loss curve, chosen settings (C, lr, epoch), timings; see poolbench.train / heads
+    train: dict
+    trainable_params: int
+    # where and how fast
+    wall_s: float
+    cpu_s: float
+    torch_threads: int
+    device: str
+    precision: str = "fp32"
+    spec: dict = field(default_factory=dict)  # every setting the job used (poolbench.config.run_spec)
+    versions: dict = field(default_factory=dict)
+    git_commit: str = "unknown"
+    transfer: dict = field(default_factory=dict)  # version 1 only
+    schema_version: int = SCHEMA_VERSION
+
+    def write(self, path: str | Path) -> None:
+        write_text(path, json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def read(cls, path: str | Path) -> "RunMetrics":
+        raw = json.loads(Path(path).read_text())
+        version = raw.get("schema_version", 1)
+        if version not in (1, SCHEMA_VERSION):
+            raise MetricsError(f"{path}: metrics schema version {version} is not one this poolbench reads "
+                               f"(1 or {SCHEMA_VERSION}); rerun the job or update poolbench")
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in raw.items() if k in known} | {"schema_version": version})
+        except TypeError as err:
+            raise MetricsError(f"{path}: not a poolbench metrics file ({err})") from None
+
+    def key(self) -> tuple:
+        return tuple(getattr(self, k) for k in RUN_KEYS)

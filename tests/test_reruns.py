@@ -1,0 +1,101 @@
+"""The rule is the contract: a setting reruns exactly the jobs that use it, and nothing else.
+
+Each test changes one thing after a complete run of the mini config and asks Snakemake what it
+would do (`--dry-run`): the jobs it plans, with their wildcards.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from poolbench.config import expand
+
+from conftest import REPO, load_config, run_snakemake
+
+MINI = REPO / "tests" / "configs" / "mini.yaml"
+
+
+def planned(output: str) -> list[tuple[str, dict]]:
+    """(rule, wildcards) of every job in a dry run's listing."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        if not head:
+            continue
+        wc = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        pairs = dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {}
+        jobs.append((head.group(1), pairs))
+    return jobs
+
+
+def dry_run(workdir: Path, config: dict | Path, tmp_path: Path, env: dict | None = None) -> list[tuple[str, dict]]:
+    if isinstance(config, dict):
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        config = path
+    proc = run_snakemake(workdir, "--dry-run", "--cores", "1", configfile=config, env=env)
+    return planned(proc.stdout + proc.stderr)
+
+
+def rules(jobs) -> set[str]:
+    return {rule for rule, _ in jobs}
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory, data_dir):
+    workdir = tmp_path_factory.mktemp("reruns")
+    run_snakemake(workdir, "--cores", "2", configfile=MINI)
+    return workdir
+
+
+def test_nothing_changed_nothing_planned(done, tmp_path):
+    assert dry_run(done, MINI, tmp_path) == []
+
+
+def test_reordering_yaml_keys_reruns_nothing(done, tmp_path):
+    def reverse(obj):
+        return {k: reverse(obj[k]) for k in reversed(list(obj))} if isinstance(obj, dict) else obj
+
+    assert dry_run(done, reverse(load_config(MINI)), tmp_path) == []
+
+
+def test_one_regimes_learning_rate_reruns_exactly_its_runs(done, tmp_path):
+    cfg = load_config(MINI)
+    cfg["regimes"]["finetune"]["lr"] *= 2
+    jobs = dry_run(done, cfg, tmp_path)
+    trained = [wc for rule, wc in jobs if rule == "train"]
+    expected = [run for run in expand(cfg) if run.regime == "finetune"]
+    assert len(trained) == len(expected) > 0 and all(wc["regime"] == "finetune" for wc in trained)
+    # ... and the summaries built from them; no data, model or feature job.
+    assert rules(jobs) == {"train", "aggregate", "statistics", "figures", "all"}
+
+
+def test_bumping_a_poolings_version_reruns_only_that_pooling(done, tmp_path):
+    # The version bump a developer would type in pooling.py, applied at interpreter start-up.
+    (tmp_path / "sitecustomize.py").write_text(
+        "from poolbench.pooling import POOLINGS\nPOOLINGS['max'].version += 1\n")
+    jobs = dry_run(done, MINI, tmp_path, env={"PYTHONPATH": f"{tmp_path}:{':'.join(sys.path)}"})
+    trained = [wc["pooling"] for rule, wc in jobs if rule == "train"]
+    assert trained == ["max"]
+    assert rules(jobs) == {"train", "aggregate", "statistics", "figures", "all"}
+
+
+def test_test_size_rebuilds_the_test_subset_and_its_dependants_only(done, tmp_path):
+    cfg = load_config(MINI)
+    cfg["datasets"]["imdb"]["test_size"] = 40
+    jobs = dry_run(done, cfg, tmp_path)
+    subsets = [wc["split"] for rule, wc in jobs if rule == "imdb_subset"]
+    assert subsets == ["test"]  # the training subset stays
+    assert "model" not in rules(jobs) and "tokenizer" not in rules(jobs)
+    features = [wc["split"] for rule, wc in jobs if rule == "features"]
+    assert set(features) <= {"test"}
+
+
+def test_jobs_read_settings_only_through_their_rule():
+    source = (REPO / "src" / "poolbench" / "jobs.py").read_text()
+    assert "smk.config" not in source and "snakemake.config" not in source
