@@ -32,7 +32,8 @@ def test_every_run_has_metrics_and_predictions(smoke):
         assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["macro_f1"] <= 1.0
         assert metrics["n"] == cfg["datasets"]["imdb"]["test_size"]
         assert metrics["wall_s"] > 0 and metrics["cpu_s"] > 0 and metrics["train"]["train_tokens_per_s"] > 0
-        assert metrics["versions"]["torch"] and metrics["config"]["regime"] == cfg["regimes"][run.regime]
+        assert metrics["versions"]["torch"] and metrics["spec"]["regime"] == cfg["regimes"][run.regime]
+        assert metrics["schema_version"] == 2 and metrics["spec"]["pooling"]["name"] == run.pooling
         preds = pd.read_parquet(folder / "predictions.parquet")
         assert list(preds.columns[:4]) == ["id", "label", "pred", "p_positive"]
         assert len(preds) == metrics["n"] and preds["id"].is_unique

@@ -41,7 +41,7 @@ def metrics_paths(workdir: Path, cfg: dict) -> dict:
 def leftovers(workdir: Path) -> list[Path]:
     """Temporaries of interrupted writes (atomic writes use hidden .*.tmp / .*.partial-* names)."""
     return [p for p in workdir.rglob("*") if ".snakemake" not in p.relative_to(workdir).parts
-            and (p.name.endswith(".tmp") or ".partial-" in p.name)]
+            and (".tmp" in p.name or ".partial-" in p.name)]
 
 
 def jobs_planned(output: str, rule: str) -> int:
