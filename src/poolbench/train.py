@@ -11,6 +11,7 @@ The loop is deliberately plain (nanoGPT style): shuffle, batch, forward, loss, s
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -135,8 +136,14 @@ def build_classifier(name: str, family: str, hidden_size: int, layers: int, cfg:
     return Classifier(pooling, head, backbone=live_backbone, layers=layers)
 
 
-def train(model: Classifier, data, cfg: TrainConfig, seed: int, desc: str = "train") -> dict:
-    """Train ``model`` on ``data`` (FeatureSet or LiveData); returns loss curve and timing."""
+def train(model: Classifier, data, cfg: TrainConfig, seed: int, desc: str = "train", val=None,
+          patience: int | None = None) -> dict:
+    """Train ``model`` on ``data`` (FeatureSet or LiveData); returns loss curve and timing.
+
+    With ``val`` (same kind of data), the validation loss and accuracy are measured after every
+    epoch, training stops after ``patience`` epochs without a lower validation loss, and the model
+    ends in the state of its best epoch (early stopping).
+    """
     rng = np.random.default_rng(seed)
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
@@ -146,9 +153,10 @@ def train(model: Classifier, data, cfg: TrainConfig, seed: int, desc: str = "tra
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
     losses, tokens, start = [], 0, time.perf_counter()
-    model.train()
+    val_loss, val_acc, best_epoch, best_state = [], [], 0, None
     with tqdm(total=steps, desc=desc, unit="step", mininterval=10) as bar:
         for epoch in range(cfg.epochs):
+            model.train()
             order = rng.permutation(len(data))
             epoch_loss = []
             for i in range(0, len(order), cfg.batch_size):
@@ -168,8 +176,22 @@ def train(model: Classifier, data, cfg: TrainConfig, seed: int, desc: str = "tra
                 bar.update(1)
             losses.append(float(np.mean(epoch_loss)))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if val is not None:  # early stopping: keep the state of the epoch with the lowest validation loss
+                p = np.clip(predict(model, val), 1e-12, 1 - 1e-12)
+                y = np.asarray(val.labels)
+                val_loss.append(float(-np.mean(np.where(y == 1, np.log(p), np.log1p(-p)))))
+                val_acc.append(float(np.mean((p >= 0.5) == y)))
+                if best_state is None or val_loss[-1] < val_loss[best_epoch - 1]:
+                    best_epoch, best_state = epoch + 1, copy.deepcopy(model.state_dict())
+                elif patience is not None and epoch + 1 - best_epoch >= patience:
+                    break
     wall = time.perf_counter() - start
-    return {"epoch_loss": losses, "train_wall_s": wall, "train_tokens": tokens, "train_tokens_per_s": tokens / wall}
+    out = {"epoch_loss": losses, "train_wall_s": wall, "train_tokens": tokens, "train_tokens_per_s": tokens / wall}
+    if val is not None:
+        model.load_state_dict(best_state)
+        out.update(val_loss=val_loss, val_accuracy=val_acc, best_epoch=best_epoch,
+                   best_val_loss=val_loss[best_epoch - 1], stopped_epoch=len(losses))
+    return out
 
 
 @torch.inference_mode()
