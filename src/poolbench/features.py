@@ -1,23 +1,24 @@
 """One backbone forward per (model, dataset, split, truncation, max_len), cached on disk.
 
 Every pooling and seed of the frozen regime trains on the same cached token states, so the
-expensive forward runs once. The cache is ragged (no padding stored):
+expensive forward runs once; the ``topk`` regime (:mod:`poolbench.topk`) reads the states entering
+its trainable layers from the same cache. The cache is ragged (no padding stored):
 
-    <dir>/hidden.npy        (total_tokens, k, H) float16 – the last k layers' states, token-major
+    <dir>/hidden.npy        (total_tokens, k, H) float16 (or float32) – the last k hidden states
     <dir>/input_ids.npy     (total_tokens,) int64
     <dir>/sentence_ids.npy  (total_tokens,) int32 (-1 for special tokens)
     <dir>/offsets.npy       (n_examples + 1,) int64 – example i owns rows offsets[i]:offsets[i+1]
     <dir>/index.parquet     id, label, n_tokens (in the dataset's row order)
-    <dir>/info.json         model, layers, hidden size, tokens, wall time, tokens/s
+    <dir>/info.json         model, layers, state_indices, hidden size, dtype, tokens, wall time, tokens/s
 
-The folder is written under a temporary name and renamed when complete.
+``state_indices`` are the Hugging Face ``hidden_states`` indices of the k stored states (0 = the
+embedding output, L = the final state, after a decoder's final norm). The folder is written with
+:func:`poolbench.io.atomic_dir`.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .encoding import Encoded, encode
+from .io import atomic_dir
 
 FP16_MAX = float(np.finfo(np.float16).max)
 
@@ -50,43 +52,59 @@ def length_batches(lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
     return batches
 
 
-def pad_batch(seqs: list[np.ndarray], pad_value) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad 1-D arrays to a (B, T) tensor; returns (values, attention_mask)."""
+def pad_batch(seqs: list[np.ndarray], pad_value, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad 1-D arrays to a (B, T) tensor on ``side`` ("right" or "left"); returns (values, attention_mask)."""
+    if side not in ("right", "left"):
+        raise ValueError(f"padding side must be 'right' or 'left', got {side!r}")
     T = max(len(s) for s in seqs)
     values = np.full((len(seqs), T), pad_value, dtype=seqs[0].dtype)
     mask = np.zeros((len(seqs), T), dtype=np.int64)
     for i, s in enumerate(seqs):
-        values[i, : len(s)] = s
-        mask[i, : len(s)] = 1
+        span = slice(0, len(s)) if side == "right" else slice(T - len(s), T)
+        values[i, span] = s
+        mask[i, span] = 1
     return torch.from_numpy(values), torch.from_numpy(mask)
 
 
 def backbone_hidden_states(backbone, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int):
-    """The last ``k`` layers' hidden states (list of (B, T, H)); the last entry is the final layer."""
-    out = backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    """The last ``k`` layers' hidden states (list of (B, T, H)); the last entry is the final layer.
+
+    Position ids count real tokens only (0..n-1 per row), so states do not depend on the padding
+    side and match the unpadded rows the feature cache stores; with right padding they are the
+    ids the backbone would use by default.
+    """
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   output_hidden_states=True)
     return list(out.hidden_states[-k:])
 
 
+CACHE_DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
 def extract(examples: pd.DataFrame, backbone, tokenizer, out_dir: Path, *, truncation: str, max_len: int,
-            layers: int, max_batch_tokens: int = 8192, model_name: str = "") -> dict:
-    """Run the backbone once over ``examples`` (columns id, text, label) and write the cache."""
+            layers: int, max_batch_tokens: int = 8192, model_name: str = "", dtype: str = "float16") -> dict:
+    """Run the backbone once over ``examples`` (columns id, text, label) and write the cache.
+
+    ``layers``: how many final hidden states to keep (see :func:`poolbench.topk.layers_to_cache`);
+    ``dtype``: float16 (default, half the disk and memory) or float32.
+    """
     start = time.perf_counter()
+    if dtype not in CACHE_DTYPES:
+        raise ValueError(f"cache dtype must be one of {sorted(CACHE_DTYPES)}, got {dtype!r}")
     encoded = encode_all(examples["text"].tolist(), tokenizer, truncation, max_len)
     lengths = np.array([len(e.input_ids) for e in encoded])
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     hidden_size = backbone.config.hidden_size
     n_layers = backbone.config.num_hidden_layers
-    if layers > n_layers:
-        raise ValueError(f"cannot cache {layers} layers: {model_name or 'the model'} has {n_layers}")
-
+    if layers > n_layers + 1:
+        raise ValueError(f"cannot cache {layers} hidden states: {model_name or 'the model'} has {n_layers} "
+                         f"layers ({n_layers + 1} states with the embedding output)")
     device = next(backbone.parameters()).device
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.parent.glob(f".{out_dir.name}.partial-*"):  # left by a killed earlier attempt
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
-    try:
-        hidden = np.lib.format.open_memmap(tmp / "hidden.npy", mode="w+", dtype=np.float16,
+    info = {}
+
+    def write(tmp: Path) -> None:
+        hidden = np.lib.format.open_memmap(tmp / "hidden.npy", mode="w+", dtype=CACHE_DTYPES[dtype],
                                            shape=(int(offsets[-1]), layers, hidden_size))
         fwd_start = time.perf_counter()
         with torch.inference_mode(), tqdm(total=int(offsets[-1]), desc=f"forward {model_name}", unit="tok",
@@ -96,8 +114,8 @@ def extract(examples: pd.DataFrame, backbone, tokenizer, out_dir: Path, *, trunc
                 states = backbone_hidden_states(backbone, ids.to(device), mask.to(device), layers)
                 states = torch.stack(states, dim=2).float().cpu()  # B,T,k,H
                 peak = float(states.abs().max())
-                if not np.isfinite(peak) or peak > FP16_MAX:
-                    raise FloatingPointError(f"hidden states reach {peak:.3g}, beyond float16's range")
+                if not np.isfinite(peak) or (dtype == "float16" and peak > FP16_MAX):
+                    raise FloatingPointError(f"hidden states reach {peak:.3g}, beyond {dtype}'s range")
                 for row, i in enumerate(idx):
                     hidden[offsets[i]: offsets[i + 1]] = states[row, : lengths[i]].numpy()
                 bar.update(int(lengths[idx].sum()))
@@ -109,31 +127,50 @@ def extract(examples: pd.DataFrame, backbone, tokenizer, out_dir: Path, *, trunc
         np.save(tmp / "offsets.npy", offsets)
         pd.DataFrame({"id": examples["id"].to_numpy(), "label": examples["label"].to_numpy(),
                       "n_tokens": lengths}).to_parquet(tmp / "index.parquet", index=False)
-        info = {"model": model_name, "layers": layers, "num_hidden_layers": n_layers, "hidden_size": hidden_size,
-                "truncation": truncation, "max_len": max_len, "examples": len(examples),
-                "tokens": int(offsets[-1]), "forward_wall_s": round(fwd_wall, 2),
-                "tokens_per_s": round(offsets[-1] / max(fwd_wall, 1e-9), 1),
-                "wall_s": round(time.perf_counter() - start, 2), "torch_threads": torch.get_num_threads()}
+        info.update({"model": model_name, "layers": layers, "num_hidden_layers": n_layers,
+                     "state_indices": list(range(n_layers + 1 - layers, n_layers + 1)), "hidden_size": hidden_size,
+                     "dtype": dtype, "truncation": truncation, "max_len": max_len, "examples": len(examples),
+                     "tokens": int(offsets[-1]), "forward_wall_s": round(fwd_wall, 2),
+                     "tokens_per_s": round(offsets[-1] / max(fwd_wall, 1e-9), 1),
+                     "wall_s": round(time.perf_counter() - start, 2), "torch_threads": torch.get_num_threads()})
         (tmp / "info.json").write_text(json.dumps(info, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.chmod(0o755)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+
+    atomic_dir(out_dir, write)
     return info
 
 
 class FeatureSet:
-    """A cached split, memory-mapped; ``batch(rows)`` returns padded tensors for the poolings."""
+    """A cached split; ``batch(rows)`` returns padded tensors for the poolings.
 
-    def __init__(self, path: Path, in_memory: bool = True):
+    ``states``: the ``hidden_states`` indices to load (default: every stored one), e.g.
+    :func:`poolbench.topk.topk_state_indices` for the topk regime; only those are read into memory.
+    ``padding_side``: where ``batch`` pads ("right" or "left"; results do not depend on it).
+    """
+
+    def __init__(self, path: Path, in_memory: bool = True, states=None, padding_side: str = "right"):
         path = Path(path)
         if not (path / "info.json").is_file():
             raise FileNotFoundError(f"no feature cache at {path} (info.json missing)")
         self.info = json.loads((path / "info.json").read_text())
-        self.hidden = np.load(path / "hidden.npy", mmap_mode=None if in_memory else "r")
+        hidden = np.load(path / "hidden.npy", mmap_mode="r")
+        L, k = self.info["num_hidden_layers"], hidden.shape[1]
+        stored = list(self.info.get("state_indices", range(L + 1 - k, L + 1)))  # older caches: the last k
+        if states is None:
+            columns = list(range(k))
+        else:
+            missing = [s for s in states if s not in stored]
+            if missing:
+                raise ValueError(f"feature cache {path} holds hidden states {stored}, not {missing}: rebuild it "
+                                 f"with more cached layers (cache_layers)")
+            columns = [stored.index(s) for s in states]
+        self.state_indices = [stored[c] for c in columns]
+        if columns == list(range(k)):
+            self.hidden = np.array(hidden) if in_memory else hidden
+        else:  # a subset of the stored states: always read into memory
+            self.hidden = np.ascontiguousarray(hidden[:, columns])
+        if padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        self.padding_side = padding_side
         self.sentence_ids = np.load(path / "sentence_ids.npy")
         self.offsets = np.load(path / "offsets.npy")
         self.index = pd.read_parquet(path / "index.parquet")
@@ -156,9 +193,10 @@ class FeatureSet:
         sent = np.full((len(rows), T), -1, dtype=np.int64)
         mask = np.zeros((len(rows), T), dtype=np.int64)
         for i, (a, b) in enumerate(spans):
-            states[i, : b - a] = self.hidden[a:b]
-            sent[i, : b - a] = self.sentence_ids[a:b]
-            mask[i, : b - a] = 1
+            at = slice(0, b - a) if self.padding_side == "right" else slice(T - (b - a), T)
+            states[i, at] = self.hidden[a:b]
+            sent[i, at] = self.sentence_ids[a:b]
+            mask[i, at] = 1
         states = torch.from_numpy(states)
         return {
             "hidden_states": [states[:, :, j] for j in range(k)],
