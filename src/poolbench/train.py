@@ -1,10 +1,16 @@
 """One run = backbone + pooling + linear head, trained on one dataset with one seed.
 
-Two regimes share one training loop:
+Three regimes share one training loop:
 
 * ``frozen``   – the backbone's states come from the feature cache (:mod:`poolbench.features`);
   only the pooling and the head train. This is what runs on CPU.
-* ``finetune`` – the backbone runs live; its top ``trainable_layers`` layers train too.
+* ``topk``     – the top ``trainable_layers`` layers train too, recomputed from the cached states
+  that enter them (:mod:`poolbench.topk`); the frozen layers below never run again.
+* ``finetune`` – the backbone runs live; its top ``trainable_layers`` layers train too (``all``:
+  full fine-tuning, for GPU configs).
+
+``precision`` (fp32 | bf16 | auto) puts the forward of every regime under bf16 autocast or not;
+the loss stays fp32. :attr:`Classifier.precision` is what a run actually used.
 
 The loop is deliberately plain (nanoGPT style): shuffle, batch, forward, loss, step.
 """
@@ -27,6 +33,7 @@ from tqdm.auto import tqdm
 from .encoding import encode
 from .features import backbone_hidden_states, pad_batch
 from .pooling import ClassifierHead, PoolingContext, build_pooling
+from .topk import TopLayers, autocast, resolve_precision
 
 
 class TrainingError(RuntimeError):
@@ -41,25 +48,46 @@ class TrainConfig:
     weight_decay: float = 0.01
     dropout: float = 0.1
     warmup_ratio: float = 0.1
-    trainable_layers: int | str = 0      # finetune only: top layers that train ("all" = every layer)
+    trainable_layers: int | str = 0      # finetune/topk: top layers that train ("all" = every layer, finetune)
+    precision: str = "fp32"              # fp32 | bf16 | auto (bf16 autocast where the hardware has native bf16)
     options: dict = field(default_factory=dict)
 
 
 class Classifier(nn.Module):
-    """Pooling + shared head; ``backbone`` is None when states come from the feature cache."""
+    """Pooling + shared head over the last ``layers`` hidden states, from one of three sources.
+
+    * ``backbone`` (live): the states come from running the backbone on ``batch["input_ids"]``.
+    * ``top`` (a :class:`poolbench.topk.TopLayers`): ``batch["hidden_states"]`` are cached states
+      whose last one enters the top layers; the top layers recompute the states above it.
+    * neither: ``batch["hidden_states"]`` are the states themselves (the frozen regime).
+
+    ``precision`` ("fp32" or "bf16", already resolved, see :func:`poolbench.topk.resolve_precision`):
+    the forward runs under bf16 autocast for "bf16"; logits are returned as float32.
+    """
 
     def __init__(self, pooling: nn.Module, head: ClassifierHead, backbone: nn.Module | None = None,
-                 layers: int = 1):
+                 layers: int = 1, top: nn.Module | None = None, precision: str = "fp32"):
         super().__init__()
-        self.backbone, self.pooling, self.head, self.layers = backbone, pooling, head, layers
+        if backbone is not None and top is not None:
+            raise ValueError("a Classifier takes a live backbone or cached top layers, not both")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"Classifier precision must be resolved to 'fp32' or 'bf16', got {precision!r}")
+        self.backbone, self.top, self.pooling, self.head, self.layers = backbone, top, pooling, head, layers
+        self.precision = precision
 
     def forward(self, batch: dict) -> torch.Tensor:
-        if self.backbone is not None:
-            states = backbone_hidden_states(self.backbone, batch["input_ids"], batch["attention_mask"], self.layers)
-        else:
-            states = batch["hidden_states"]
-        pooled = self.pooling(states, batch["attention_mask"], batch.get("sentence_ids"))
-        return self.head(pooled)
+        mask = batch["attention_mask"]
+        with autocast(self.precision, mask.device):
+            if self.backbone is not None:
+                states = backbone_hidden_states(self.backbone, batch["input_ids"], mask, self.layers)
+            elif self.top is not None:
+                cached = list(batch["hidden_states"])
+                states = (cached + self.top(cached[-1], mask))[-self.layers:]
+            else:
+                states = batch["hidden_states"]
+            pooled = self.pooling(states, mask, batch.get("sentence_ids"))
+            logits = self.head(pooled)
+        return logits.float()
 
 
 def default_device() -> torch.device:
@@ -110,30 +138,59 @@ def _layer_list(backbone: nn.Module) -> nn.ModuleList:
 class LiveData:
     """Tokenised texts for the finetune regime; batches are padded on the fly (dynamic padding)."""
 
-    def __init__(self, examples: pd.DataFrame, tokenizer, truncation: str, max_len: int):
+    def __init__(self, examples: pd.DataFrame, tokenizer, truncation: str, max_len: int,
+                 padding_side: str = "right"):
         self.encoded = [encode(t, tokenizer, truncation, max_len) for t in examples["text"]]
         self.labels = examples["label"].to_numpy()
         self.pad_id = tokenizer.pad_token_id
         self.lengths = np.array([len(e.input_ids) for e in self.encoded])
+        self.padding_side = padding_side
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def batch(self, rows: np.ndarray) -> dict:
-        ids, mask = pad_batch([self.encoded[r].input_ids for r in rows], self.pad_id)
-        sent, _ = pad_batch([self.encoded[r].sentence_ids.astype(np.int64) for r in rows], -1)
+        ids, mask = pad_batch([self.encoded[r].input_ids for r in rows], self.pad_id, self.padding_side)
+        sent, _ = pad_batch([self.encoded[r].sentence_ids.astype(np.int64) for r in rows], -1, self.padding_side)
         return {"input_ids": ids, "attention_mask": mask, "sentence_ids": sent,
                 "labels": torch.from_numpy(self.labels[rows].astype(np.int64))}
 
 
 def build_classifier(name: str, family: str, hidden_size: int, layers: int, cfg: TrainConfig,
-                     backbone_for_pooler: nn.Module | None, live_backbone: nn.Module | None) -> Classifier:
+                     backbone_for_pooler: nn.Module | None, live_backbone: nn.Module | None,
+                     top: nn.Module | None = None, device: torch.device | None = None) -> Classifier:
+    """Pooling ``name`` + head over the last ``layers`` states; ``cfg.precision`` resolved for ``device``.
+
+    A pretrained pooler (BERT's) trains with a live backbone or cached ``top`` layers, and is
+    frozen when only the pooling and the head train.
+    """
     ctx = PoolingContext(hidden_size=hidden_size, num_layers=layers, family=family,
                          pooler=getattr(backbone_for_pooler, "pooler", None),
-                         freeze_pretrained=live_backbone is None, options=cfg.options.get(name, {}))
+                         freeze_pretrained=live_backbone is None and top is None, options=cfg.options.get(name, {}))
     pooling = build_pooling(name, ctx)
     head = ClassifierHead(pooling.output_dim, num_labels=2, dropout=cfg.dropout)
-    return Classifier(pooling, head, backbone=live_backbone, layers=layers)
+    precision = resolve_precision(cfg.precision, device or default_device())
+    return Classifier(pooling, head, backbone=live_backbone, layers=layers, top=top, precision=precision)
+
+
+def build_topk_classifier(name: str, family: str, backbone: nn.Module, cfg: TrainConfig, layers: int,
+                          device: torch.device | None = None) -> Classifier:
+    """The ``topk`` regime's classifier: copies of the top ``cfg.trainable_layers`` layers of
+    ``backbone`` (plus a decoder's final norm) as a :class:`~poolbench.topk.TopLayers`, the pooling
+    (BERT's pooler copied into the ``pooler`` pooling, trainable) and the head. Nothing else of the
+    backbone is kept: the caller may drop it. Its data is a :class:`~poolbench.features.FeatureSet`
+    opened with ``states=topk_state_indices(L, layers, k)``.
+    """
+    k = cfg.trainable_layers
+    if k == "all" or int(k) < 1:
+        raise TrainingError(f"the topk regime needs trainable_layers >= 1, got {k!r} "
+                            f"(full fine-tuning is the finetune regime)")
+    try:
+        top = TopLayers(backbone, int(k))
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+    return build_classifier(name, family, backbone.config.hidden_size, layers, cfg, backbone, None,
+                            top=top, device=device)
 
 
 def train(model: Classifier, data, cfg: TrainConfig, seed: int, desc: str = "train", val=None,

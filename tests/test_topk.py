@@ -1,0 +1,246 @@
+"""The topk regime is the live backbone with its lower layers frozen, computed from the feature cache.
+
+Tiny random BERT and Llama backbones (transformers configs, no downloads) and a tiny word-level
+fast tokenizer. The cache is written by the real ``extract``; the live reference is the backbone
+with ``set_trainable_layers(k)``, fed by ``LiveData``. Same logits (1e-4 with a float32 cache,
+within float16 rounding with the default one) and the same parameters after three AdamW steps
+(dropout off), for an encoder and a decoder (rotary positions, causal mask), padded on the right
+and on the left.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+
+from poolbench.features import FeatureSet, extract
+from poolbench.topk import (autocast, cpu_has_native_bf16, layers_to_cache, resolve_precision,
+                            topk_state_indices)
+from poolbench.train import (Classifier, LiveData, TrainConfig, build_classifier, build_topk_classifier,
+                             predict, set_trainable_layers, train)
+
+WORDS = [f"w{i}" for i in range(60)]
+H, POOL_LAYERS = 32, 4
+
+
+def tokenizer(encoder: bool) -> PreTrainedTokenizerFast:
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", ".", *WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    if encoder:
+        tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                           special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
+
+
+def texts(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        sentences = [" ".join(rng.choice(WORDS, rng.integers(2, 7))) + "." for _ in range(rng.integers(1, 5))]
+        rows.append({"id": f"t{i}", "text": " ".join(sentences), "label": int(rng.integers(0, 2))})
+    return pd.DataFrame(rows)
+
+
+def backbone(arch: str, layers: int):
+    torch.manual_seed(0)
+    if arch == "bert":  # dropout off: the frozen layers of a live backbone would otherwise drop out in training
+        return BertModel(BertConfig(vocab_size=70, hidden_size=H, num_hidden_layers=layers, num_attention_heads=4,
+                                    intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                                    attention_probs_dropout_prob=0.0, pad_token_id=0)).eval()
+    return LlamaModel(LlamaConfig(vocab_size=70, hidden_size=H, num_hidden_layers=layers, num_attention_heads=4,
+                                  num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64,
+                                  pad_token_id=0)).eval()
+
+
+# (arch, family, backbone layers, trainable top layers, padding side)
+CASES = [("bert", "encoder", 4, 2, "right"), ("llama", "decoder", 3, 1, "right"),
+         ("llama", "decoder", 3, 1, "left"), ("llama", "decoder", 3, 2, "left"), ("bert", "encoder", 4, 1, "left")]
+IDS = ["bert-top2-right", "llama-top1-right", "llama-top1-left", "llama-top2-left", "bert-top1-left"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: threads only add synchronisation cost (10x on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def setup(case, tmp_path, pooling: str, dtype: str = "float32", n: int = 12):
+    """(topk classifier, its cached data, live classifier with lower layers frozen, its live data)."""
+    arch, family, L, k, side = case
+    bb, tok = backbone(arch, L), tokenizer(arch == "bert")
+    frame = texts(n)
+    cache = tmp_path / f"cache-{dtype}"
+    if not cache.exists():
+        extract(frame, bb, tok, cache, truncation="head", max_len=32, layers=layers_to_cache(POOL_LAYERS, [k]),
+                dtype=dtype)
+    cached = FeatureSet(cache, states=topk_state_indices(L, POOL_LAYERS, k), padding_side=side)
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=1e-3, dropout=0.0, trainable_layers=k,
+                      options={"layers_concat": {"layers": POOL_LAYERS}})
+    torch.manual_seed(1)
+    topk = build_topk_classifier(pooling, family, bb, cfg, POOL_LAYERS)
+    live_bb = copy.deepcopy(bb)
+    set_trainable_layers(live_bb, k)
+    live = build_classifier(pooling, family, H, POOL_LAYERS, cfg, live_bb, live_bb)
+    live.pooling.load_state_dict(topk.pooling.state_dict())
+    live.head.load_state_dict(topk.head.state_dict())
+    return topk, cached, live, LiveData(frame, tok, "head", 32, padding_side=side), cfg
+
+
+def logits(model, data):
+    model.eval()
+    with torch.no_grad():
+        return model(data.batch(np.arange(len(data))))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "layers_concat", "attention"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_topk_logits_match_the_live_backbone_with_an_fp32_cache(case, pooling, tmp_path):
+    topk, cached, live, live_data, _ = setup(case, tmp_path, pooling)
+    assert cached.state_indices[-1] == case[2] - case[3]  # the entry state hidden_states[L-k]
+    expected = logits(live, live_data)
+    torch.testing.assert_close(logits(topk, cached), expected, atol=1e-4, rtol=1e-4)
+    assert expected.std() > 1e-3  # not a degenerate comparison
+
+
+@pytest.mark.parametrize("case", CASES[:2], ids=IDS[:2])
+def test_topk_logits_with_the_default_fp16_cache_are_within_fp16_rounding(case, tmp_path):
+    pooling = "pooler" if case[0] == "bert" else "last"
+    topk, cached, live, live_data, _ = setup(case, tmp_path, pooling, dtype="float16")
+    got, expected = logits(topk, cached), logits(live, live_data)
+    torch.testing.assert_close(got, expected, atol=5e-3, rtol=5e-3)
+
+
+@pytest.mark.parametrize("case", CASES[:4], ids=IDS[:4])
+def test_topk_training_steps_match_the_live_backbone(case, tmp_path):
+    """Three AdamW steps (dropout off) from the same start end with the same parameters."""
+    pooling = "pooler" if case[0] == "bert" else "layers_concat"
+    topk, cached, live, live_data, cfg = setup(case, tmp_path, pooling)
+    L, k = case[2], case[3]
+    blocks = live.backbone.encoder.layer if case[0] == "bert" else live.backbone.layers
+    before = [p.detach().clone() for p in topk.top.layers.parameters()]
+    fit_topk = train(topk, cached, cfg, seed=0)
+    fit_live = train(live, live_data, cfg, seed=0)
+    assert fit_topk["train_tokens"] == fit_live["train_tokens"] == int(cached.lengths.sum())
+    np.testing.assert_allclose(fit_topk["epoch_loss"], fit_live["epoch_loss"], atol=1e-5)
+    pairs = list(zip(topk.top.layers.parameters(), blocks[L - k:].parameters()))
+    if case[0] == "llama":
+        pairs += list(zip(topk.top.norm.parameters(), live.backbone.norm.parameters()))
+    pairs += list(zip(topk.pooling.parameters(), live.pooling.parameters()))
+    pairs += list(zip(topk.head.parameters(), live.head.parameters()))
+    for a, b in pairs:
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+    moved = max(float((a.detach() - b).abs().max()) for a, b in zip(topk.top.layers.parameters(), before))
+    assert moved > 1e-4  # the top layers did train
+    torch.testing.assert_close(torch.as_tensor(predict(topk, cached)), torch.as_tensor(predict(live, live_data)),
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_the_topk_classifier_holds_only_what_trains(tmp_path):
+    bb = backbone("llama", 3)
+    cfg = TrainConfig(trainable_layers=2, dropout=0.0)
+    model = build_topk_classifier("last", "decoder", bb, cfg, 1)
+    n_top = sum(p.numel() for p in model.top.parameters())
+    assert n_top == sum(p.numel() for p in bb.layers[1:].parameters()) + bb.norm.weight.numel()
+    assert model.backbone is None
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(model.top.layers.parameters(), bb.layers[1:].parameters()))
+    # BERT: the pooler pooling holds a trainable copy of the pretrained pooler
+    bert = backbone("bert", 2)
+    model = build_topk_classifier("pooler", "encoder", bert, TrainConfig(trainable_layers=1), 1)
+    torch.testing.assert_close(model.pooling.pooler.dense.weight, bert.pooler.dense.weight)
+    assert model.pooling.pooler.dense.weight.requires_grad
+
+
+def test_the_cache_layout_and_its_errors(tmp_path):
+    assert layers_to_cache(4, []) == 4 and layers_to_cache(4, [1, 2]) == 4 and layers_to_cache(2, [2, "all"]) == 3
+    assert topk_state_indices(6, 4, 2) == [3, 4]          # MiniLM top-2: hs[3] frozen, entry hs[4]
+    assert topk_state_indices(30, 4, 1) == [27, 28, 29]   # SmolLM2 top-1: entry hs[29]
+    assert topk_state_indices(6, 1, 2) == [4]             # poolings of the final layer only: just the entry
+    with pytest.raises(ValueError, match="between 1 and"):
+        topk_state_indices(6, 4, 7)
+    bb, tok = backbone("bert", 4), tokenizer(True)
+    info = extract(texts(5), bb, tok, tmp_path / "c", truncation="head", max_len=16, layers=2)
+    assert info["state_indices"] == [3, 4] and info["dtype"] == "float16"
+    assert not list(tmp_path.glob(".c.partial-*"))  # atomic_dir cleaned up
+    full = FeatureSet(tmp_path / "c")
+    assert full.state_indices == [3, 4] and full.num_layers == 2
+    with pytest.raises(ValueError, match="rebuild it"):  # top-2 needs hs[2], which this cache lacks
+        FeatureSet(tmp_path / "c", states=topk_state_indices(4, 2, 2))
+    with pytest.raises(ValueError, match="4 layers"):
+        extract(texts(2), bb, tok, tmp_path / "d", truncation="head", max_len=16, layers=6)
+    with pytest.raises(Exception, match="topk regime needs trainable_layers"):
+        build_topk_classifier("mean", "encoder", bb, TrainConfig(trainable_layers="all"), 1)
+    with pytest.raises(Exception, match="between 1 and"):
+        build_topk_classifier("mean", "encoder", bb, TrainConfig(trainable_layers=5), 1)
+
+
+def test_left_and_right_padded_cache_batches_give_the_same_topk_logits(tmp_path):
+    case = CASES[1]
+    topk, cached, _, _, _ = setup(case, tmp_path, "attention")
+    left = FeatureSet(tmp_path / "cache-float32", states=cached.state_indices, padding_side="left")
+    torch.testing.assert_close(logits(topk, left), logits(topk, cached), atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# precision
+# ---------------------------------------------------------------------------------------------
+
+AMX = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+AVX2 = "processor\t: 0\nflags\t\t: fpu sse avx2 fma f16c\n"
+
+
+def test_native_bf16_detection_reads_cpu_flags(monkeypatch):
+    assert cpu_has_native_bf16(AMX)
+    assert cpu_has_native_bf16("flags : avx512f avx512_bf16\n")
+    assert not cpu_has_native_bf16(AVX2)
+    assert not cpu_has_native_bf16("")
+    import poolbench.topk as topk_mod
+
+    monkeypatch.setattr(topk_mod, "cpu_has_native_bf16", lambda cpuinfo=None: True)
+    assert resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(topk_mod, "cpu_has_native_bf16", lambda cpuinfo=None: False)
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16" and resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("fp16", "cpu")
+
+
+def test_bf16_precision_runs_the_forward_in_bf16_and_returns_fp32_logits(tmp_path):
+    topk, cached, _, _, cfg = setup(CASES[0], tmp_path, "mean")
+    batch = cached.batch(np.arange(len(cached)))
+    seen = []
+    hook = topk.top.layers[0].intermediate.dense.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    ref = topk(batch)
+    topk.precision = "bf16"
+    out = topk(batch)
+    hook.remove()
+    assert seen == [torch.float32, torch.bfloat16]
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, atol=0.05, rtol=0.05)
+    assert not torch.equal(out, ref)
+    with pytest.raises(ValueError, match="resolved"):
+        Classifier(topk.pooling, topk.head, precision="auto")
+    with autocast("fp32", "cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_build_classifier_records_the_resolved_precision(monkeypatch):
+    import poolbench.topk as topk_mod
+
+    monkeypatch.setattr(topk_mod, "cpu_has_native_bf16", lambda cpuinfo=None: False)
+    model = build_classifier("mean", "decoder", 8, 1, TrainConfig(precision="auto"), None, None,
+                             device=torch.device("cpu"))
+    assert model.precision == "fp32"
+    model = build_classifier("mean", "decoder", 8, 1, TrainConfig(precision="bf16"), None, None,
+                             device=torch.device("cpu"))
+    assert model.precision == "bf16"
