@@ -77,3 +77,11 @@ def run_snakemake(workdir: Path, *args: str, configfile: Path = SMOKE_CONFIG, ti
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """A fresh clone of the committed HEAD, as a new user gets it (committed results, no resources)."""
+    root = tmp_path_factory.mktemp("clone") / "poolbench"
+    subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(root)], check=True)
+    return root

@@ -10,21 +10,12 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from poolbench.config import expand
 
 from conftest import REPO, load_config, run_snakemake
 from test_reruns import planned, rules
 
 EXPENSIVE = {"download_wheel", "tokenizer", "model", "imdb_subset", "tailprobe", "features", "train", "evaluate"}
-
-
-@pytest.fixture(scope="module")
-def clone(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("clone") / "poolbench"
-    subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(root)], check=True)
-    return root
 
 
 def dry(clone: Path, *args: str) -> list[tuple[str, dict]]:
