@@ -215,7 +215,8 @@ def paper(smk) -> None:
                           cwd=tex.parent, capture_output=True, text=True)
     print(proc.stdout[-20000:], proc.stderr[-5000:])
     log = tex.with_suffix(".log").read_text(errors="replace") if tex.with_suffix(".log").is_file() else ""
-    problems = re.findall(r"(Undefined control sequence.*|LaTeX Warning: (?:Reference|Citation) .* undefined.*)", log)
+    problems = re.findall(r"(Undefined control sequence.*|Warning: (?:Reference|Citation) .* undefined.*|"
+                          r"There were undefined references.*)", log)
     if proc.returncode != 0 or problems:
         raise RuntimeError(f"latexmk failed (exit {proc.returncode}): {problems[:5] or 'see ' + str(smk.log[0])}")
 
