@@ -126,7 +126,7 @@ def check(config: dict) -> None:
                 if regime not in config["regimes"]:
                     raise ConfigError(f"{key}.regimes", f"regime {regime!r} has no settings under regimes")
                 tl = config["regimes"][regime].get("trainable_layers", 0)
-                if regime == "finetune" and layers is not None and tl != "all" and tl > layers:
+                if layers is not None and tl != "all" and tl > layers:
                     raise ConfigError(f"regimes.{regime}.trainable_layers", f"{tl} is above {m}'s {layers} layers")
             names = poolings_for(config, grid, m)
             if not names:
