@@ -85,3 +85,11 @@ def clone(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("clone") / "poolbench"
     subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(root)], check=True)
     return root
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory, data_dir):
+    """The smoke config run end to end once per session: (workdir, config)."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    run_snakemake(workdir, "--cores", "2")
+    return workdir, load_config(SMOKE_CONFIG)

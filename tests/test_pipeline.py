@@ -10,15 +10,7 @@ import pytest
 from poolbench.config import expand
 from poolbench.paths import run_dir
 
-from conftest import SMOKE_CONFIG, load_config, run_snakemake
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory, data_dir):
-    workdir = tmp_path_factory.mktemp("smoke")
-    run_snakemake(workdir, "--cores", "2")
-    cfg = load_config(SMOKE_CONFIG)
-    return workdir, cfg
+from conftest import run_snakemake
 
 
 def test_every_run_has_metrics_and_predictions(smoke):

@@ -12,7 +12,9 @@ global config: the spec is what Snakemake compares to decide a rerun.
 
 from __future__ import annotations
 
+import json
 import platform
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -116,9 +118,17 @@ def save_weights(model: torch.nn.Module, path: Path, spec: dict) -> None:
     atomic_write(path, lambda p: save_file(state, str(p), metadata={"spec": canonical(spec)}))
 
 
-def load_weights(model: torch.nn.Module, path: Path) -> None:
+def load_weights(model: torch.nn.Module, path: Path, spec: dict | None = None) -> None:
+    """Load a run's weights; with ``spec``, refuse weights that another run (model, pooling) made."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
+    if spec is not None:
+        with safe_open(str(path), "pt") as f:
+            saved = json.loads((f.metadata() or {}).get("spec", "{}")).get("run", {})
+        for key in ("model", "pooling", "regime"):
+            if saved.get(key) != spec["run"][key]:
+                raise ValueError(f"{path} holds weights of a {key} {saved.get(key)!r} run, not {spec['run'][key]!r}")
     state = load_file(str(path))
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("backbone.")]
@@ -168,8 +178,36 @@ def evaluate_one(*, spec: dict, model_dir: Path, weights: Path, dataset: Path, f
     """Score a trained run on the test split of ``evalset`` (no training); write its predictions."""
     frames = {(evalset, "test"): pd.read_parquet(dataset)}
     model, data = build(spec, Path(model_dir), frames, {(evalset, "test"): features} if features else {})
-    load_weights(model, Path(weights))
+    load_weights(model, Path(weights), spec)
     prob = _predict_checked(model, data[(evalset, "test")], f"{spec['run']} on {evalset}")
     table = predictions_table(frames[(evalset, "test")], prob)
     write_parquet(out, table)
     return table
+
+
+def score_texts(spec: dict, model_dir: Path, weights: Path, texts: pd.DataFrame) -> np.ndarray:
+    """P(positive) for ``texts`` (a ``text`` column) from a trained run, through the run's own path.
+
+    Regimes that train from cached states get a cache of these texts first (in a temporary
+    folder), so a prediction goes through exactly the computation the pipeline evaluated.
+    """
+    from .features import extract
+
+    key = ("input", "test")
+    frame = texts[["text"]].assign(id=[str(i) for i in range(len(texts))], label=0)
+    run = spec["run"]
+    with tempfile.TemporaryDirectory() as tmp:
+        features = {}
+        if reads_cache(spec):
+            backbone = load_backbone(Path(model_dir)).to(default_device())
+            extract(frame, backbone, load_tokenizer(Path(model_dir)), Path(tmp) / "cache", truncation=run["truncation"],
+                    max_len=run["max_len"], layers=spec["cache_layers"], model_name=run["model"])
+            features[key] = Path(tmp) / "cache"
+        model, data = build(spec, Path(model_dir), {key: frame}, features)
+        load_weights(model, Path(weights), spec)
+        return _predict_checked(model, data[key], f"{run['model']}/{run['pooling']}")
+
+
+def reads_cache(spec: dict) -> bool:
+    """Whether the run's regime reads cached backbone states (rather than a live backbone)."""
+    return spec["run"]["regime"] == "frozen"
