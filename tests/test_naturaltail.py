@@ -90,9 +90,9 @@ def test_config_fills_defaults_and_rejects_bad_values():
 
 
 def test_compose_single_spaces_and_spans():
-    text, s, e = nt.compose("Great film.", ["It was long.", "Too long."], "start")
+    text, s, e = nt.compose("Great film.", "It was long. Too long.", "start")
     assert text == "Great film. It was long. Too long." and text[s:e] == "Great film."
-    text, s, e = nt.compose("Great film.", ["It was long.", "Too long."], "end")
+    text, s, e = nt.compose("Great film.", "It was long. Too long.", "end")
     assert text == "It was long. Too long. Great film." and text[s:e] == "Great film." and e == len(text)
 
 
@@ -175,3 +175,18 @@ def test_checks_datasheet_and_write(tmp_path, train_with_leak, test_reviews, tab
 def test_missing_columns_are_named(train, test_reviews):
     with pytest.raises(ValueError, match="label"):
         nt.build(train, test_reviews.drop(columns=["label"]), CFG)
+
+
+def test_split_at_end_keeps_the_reviews_own_separator():
+    text = "It dragged on....but the cast was lovely.<br /><br />Overall a dreadful film."
+    b, o = text.index("but"), text.index("Overall")
+    spans = [(0, b), (b, text.index("<br")), (o, len(text))]  # pysbd may split inside "on....but"
+    verdict, body, original, start = nt.split_at_end(text, spans, "tail")
+    assert verdict == "Overall a dreadful film." and original == nt.normalise(text) and original[start:] == verdict
+    assert body == "It dragged on....but the cast was lovely."
+    verdict, body, original, start = nt.split_at_end(text, spans, "head")
+    assert verdict == "It dragged on...." and body.startswith("but the cast") and start == 0
+    assert original == "It dragged on....but the cast was lovely. Overall a dreadful film."  # no space invented
+    moved, s, e = nt.compose(verdict, body, "end")
+    assert moved == "but the cast was lovely. Overall a dreadful film. It dragged on...." and moved[s:e] == verdict
+    assert nt.split_at_end("One sentence only.", [(0, 18)], "tail") is None

@@ -7,8 +7,9 @@ Selection rule (deterministic; thresholds in :data:`DEFAULTS`, see :func:`config
 
 1. **Reviews.** IMDB test reviews, minus those whose text also occurs in IMDB train and minus
    repeated texts within test (the first in data order is kept). Each review is split into sentences
-   with pysbd (:func:`poolbench.text.sentence_spans`); sentences are whitespace-normalised
-   (``<br />`` blanked, runs of whitespace collapsed) and joined with one space.
+   with pysbd (:func:`poolbench.text.sentence_spans`). Texts are whitespace-normalised (``<br />``
+   blanked, runs of whitespace collapsed to one space): ``original`` is the review, changed in
+   whitespace only.
 2. **Verdict.** ``set="tail"``: the last sentence; ``set="head"`` (the mirror): the first. It must have
    ``verdict_min_words``–``verdict_max_words`` words, a VADER compound of at least ``vader_threshold``
    in the rating's direction (``label`` 1: ≥ +t; ``label`` 0: ≤ −t) and, when ``afinn_agree``, a
@@ -19,7 +20,8 @@ Selection rule (deterministic; thresholds in :data:`DEFAULTS`, see :func:`config
    most ``body_max_p``.
 
 Each selected review gives three items (``variant``): ``original`` (the review), ``removed`` (the
-verdict deleted: the body alone) and ``moved`` (the verdict moved to the other end). ``label`` is
+verdict deleted: the body alone) and ``moved`` (the verdict moved to the other end, joined by one
+space). ``label`` is
 always the rating's direction, also for ``removed``, whose text reads the other way: a model that
 follows the text *should* miss it there. ``text[verdict_start:verdict_end]`` is the verdict exactly
 (``-1`` for ``removed``).
@@ -97,19 +99,54 @@ def config(cfg: dict | None) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+def normalise(text: str) -> str:
+    """``<br />`` blanked and runs of whitespace collapsed to one space, ends trimmed."""
+    return " ".join(clean(text).split())
+
+
 def sentences(text: str) -> list[str]:
-    """The whitespace-normalised pysbd sentences of a review, in order (empty ones dropped)."""
-    sents = (" ".join(clean(text[s:e]).split()) for s, e in sentence_spans(text))
+    """The normalised pysbd sentences of a review, in order (empty ones dropped)."""
+    sents = (normalise(text[s:e]) for s, e in sentence_spans(text))
     return [s for s in sents if s]
 
 
-def _split_all(texts: list[str], workers: int) -> list[list[str]]:
+def _split_all(texts: list[str], workers: int) -> list[list[tuple[int, int]]]:
+    """:func:`poolbench.text.sentence_spans` of every text, in ``workers`` processes (pysbd is the slow step)."""
     if workers <= 1 or len(texts) < 200:
-        return [sentences(t) for t in texts]
+        return [sentence_spans(t) for t in texts]
     from multiprocessing import get_context
 
     with get_context("spawn").Pool(workers) as pool:  # spawn: no forked sklearn/torch thread state
-        return pool.map(sentences, texts, chunksize=max(1, len(texts) // (8 * workers)))
+        return pool.map(sentence_spans, texts, chunksize=max(1, len(texts) // (8 * workers)))
+
+
+def split_at_end(text: str, spans: list[tuple[int, int]], set_: str) -> tuple[str, str, str, int] | None:
+    """``(verdict, body, original, verdict_start)`` for the last (``tail``) or first (``head``) sentence.
+
+    ``original`` is the whole review normalised (:func:`normalise`), ``body`` the review without the
+    verdict, normalised; ``original[verdict_start:]`` starts with the verdict. The separator between
+    verdict and body is the review's own (one space, or none where pysbd split inside a token such as
+    ``"end....but"``), so ``original`` differs from the IMDB text in whitespace only. ``None`` when the
+    review has fewer than two sentences or the split does not reproduce the normalised review.
+    """
+    if len(spans) < 2:
+        return None
+    cleaned = clean(text)
+    if set_ == "tail":
+        s, e = spans[-1]
+        verdict, body, outside = normalise(text[s:e]), normalise(text[:s]), normalise(text[e:])
+        sep = " " if cleaned[s - 1].isspace() else ""
+        original, start = f"{body}{sep}{verdict}", len(body) + len(sep)
+    elif set_ == "head":
+        s, e = spans[0]
+        verdict, body, outside = normalise(text[s:e]), normalise(text[e:]), normalise(text[:s])
+        sep = " " if cleaned[e].isspace() else ""
+        original, start = f"{verdict}{sep}{body}", 0
+    else:
+        raise ValueError(f"unknown set {set_!r}")
+    if outside or not verdict or not body or original != normalise(text):
+        return None
+    return verdict, body, original, start
 
 
 @functools.lru_cache(maxsize=1)
@@ -203,14 +240,12 @@ def eligible_reviews(train_reviews: pd.DataFrame, test_reviews: pd.DataFrame) ->
     return test_reviews[keep.to_numpy()]
 
 
-def compose(verdict: str, body: list[str], at: str) -> tuple[str, int, int]:
-    """``verdict`` placed before (``at="start"``) or after (``"end"``) the body; single-space joins."""
-    rest = " ".join(body)
+def compose(verdict: str, body: str, at: str) -> tuple[str, int, int]:
+    """``verdict`` placed before (``at="start"``) or after (``"end"``) ``body`` with one space; its span."""
     if at == "start":
-        return f"{verdict} {rest}" if rest else verdict, 0, len(verdict)
+        return f"{verdict} {body}", 0, len(verdict)
     if at == "end":
-        start = len(rest) + 1 if rest else 0
-        return f"{rest} {verdict}" if rest else verdict, start, start + len(verdict)
+        return f"{body} {verdict}", len(body) + 1, len(body) + 1 + len(verdict)
     raise ValueError(f"unknown position {at!r}")
 
 
@@ -228,41 +263,42 @@ def _verdict_ok(sentence: str, label: int, cfg: dict) -> tuple[bool, float, floa
     return True, v, a
 
 
-def candidates(reviews: pd.DataFrame, sents: list[list[str]], cfg: dict) -> pd.DataFrame:
+def candidates(reviews: pd.DataFrame, spans: list[list[tuple[int, int]]], cfg: dict) -> pd.DataFrame:
     """One row per (review, set) whose verdict and body pass every rule except the classifier's."""
     rows = []
-    for (_, r), ss in zip(reviews.iterrows(), sents):
-        if len(ss) < cfg["body_min_sentences"] + 1:
+    has_rating, has_url = "rating" in reviews, "url" in reviews
+    for r, sp in zip(reviews.itertuples(index=False), spans):
+        if len(sp) < cfg["body_min_sentences"] + 1:
             continue
-        label = int(r["label"])
-        for set_, verdict, body in (("tail", ss[-1], ss[:-1]), ("head", ss[0], ss[1:])):
-            if sum(len(s.split()) for s in body) < cfg["body_min_words"]:
+        label = int(r.label)
+        for set_ in SETS:
+            parts = split_at_end(r.text, sp, set_)
+            if parts is None:
+                continue
+            verdict, body, original, start = parts
+            if len(body.split()) < cfg["body_min_words"]:
                 continue
             ok, v, a = _verdict_ok(verdict, label, cfg)
             if ok:
-                rows.append({"set": set_, "label": label, "imdb_id": int(r["id"]),
-                             "rating": int(r["rating"]) if "rating" in r else -1,
-                             "url": str(r["url"]) if "url" in r else "",
-                             "verdict": verdict, "body": body, "sentences": ss,
-                             "vader_verdict": v, "afinn_verdict": a})
-    return pd.DataFrame(rows, columns=["set", "label", "imdb_id", "rating", "url", "verdict", "body", "sentences",
-                                       "vader_verdict", "afinn_verdict"])
+                rows.append({"set": set_, "label": label, "imdb_id": int(r.id),
+                             "rating": int(r.rating) if has_rating else -1, "url": str(r.url) if has_url else "",
+                             "verdict": verdict, "body": body, "original": original, "verdict_start": start,
+                             "n_sentences": len(sp), "vader_verdict": v, "afinn_verdict": a})
+    return pd.DataFrame(rows, columns=["set", "label", "imdb_id", "rating", "url", "verdict", "body", "original",
+                                       "verdict_start", "n_sentences", "vader_verdict", "afinn_verdict"])
 
 
 def _items(c) -> list[dict]:
-    at_end = c.set == "tail"
-    original = " ".join(c.sentences)
-    vs = len(original) - len(c.verdict) if at_end else 0
-    moved, ms, me = compose(c.verdict, list(c.body), "start" if at_end else "end")
+    moved, ms, me = compose(c.verdict, c.body, "start" if c.set == "tail" else "end")
     rid = review_id(c.label, c.imdb_id)
     common = {"label": c.label, "set": c.set, "review_id": rid, "imdb_id": c.imdb_id, "rating": c.rating,
-              "url": c.url, "verdict": c.verdict, "n_sentences": len(c.sentences),
+              "url": c.url, "verdict": c.verdict, "n_sentences": c.n_sentences,
               "verdict_words": len(c.verdict.split()), "vader_verdict": c.vader_verdict,
               "afinn_verdict": c.afinn_verdict, "p_label_verdict": c.p_label_verdict,
               "p_label_body": c.p_label_body, "p_label_review": c.p_label_review}
     out = []
-    for variant, text, s, e in (("original", original, vs, vs + len(c.verdict)),
-                                ("removed", " ".join(c.body), -1, -1),
+    for variant, text, s, e in (("original", c.original, c.verdict_start, c.verdict_start + len(c.verdict)),
+                                ("removed", c.body, -1, -1),
                                 ("moved", moved, ms, me)):
         out.append({"id": f"nt-{c.set}-{variant}-{rid}", "text": text, "variant": variant, "verdict_start": s,
                     "verdict_end": e, "n_words": len(text.split()), **common})
@@ -279,15 +315,15 @@ def build(train_reviews: pd.DataFrame, test_reviews: pd.DataFrame, cfg: dict | N
     t0 = time.time()
     reviews = eligible_reviews(train_reviews, test_reviews)
     _log(f"{len(reviews):,} of {len(test_reviews):,} test reviews eligible (not in train, not repeated)")
-    sents = _split_all(reviews["text"].tolist(), cfg["workers"])
+    spans = _split_all(reviews["text"].tolist(), cfg["workers"])
     _log(f"sentences split in {time.time() - t0:.1f} s")
-    cand = candidates(reviews, sents, cfg)
+    cand = candidates(reviews, spans, cfg)
     _log(f"{len(cand):,} (review, set) candidates with a clear verdict")
     model = classifier(train_reviews, cfg)
     if len(cand):
-        cand["p_label_body"] = p_label(model, [" ".join(b) for b in cand["body"]], cand["label"])
+        cand["p_label_body"] = p_label(model, cand["body"].tolist(), cand["label"])
         cand["p_label_verdict"] = p_label(model, cand["verdict"].tolist(), cand["label"])
-        cand["p_label_review"] = p_label(model, [" ".join(s) for s in cand["sentences"]], cand["label"])
+        cand["p_label_review"] = p_label(model, cand["original"].tolist(), cand["label"])
         for col in ("p_label_body", "p_label_verdict", "p_label_review", "vader_verdict", "afinn_verdict"):
             cand[col] = cand[col].round(SCORE_DECIMALS)
     else:
@@ -483,8 +519,9 @@ def datasheet(table: pd.DataFrame, checks_out: dict, cfg: dict | None = None) ->
         "",
         "1. IMDB **test** reviews (rating 1–4 → `label` 0, 7–10 → `label` 1). Dropped: reviews whose text "
         "(case/whitespace-insensitively) is also in IMDB train, and repeats of an earlier test review.",
-        "2. Sentences by pysbd (`poolbench.text.sentence_spans`), `<br />` blanked and whitespace collapsed, joined "
-        "with one space. The *verdict* is the last sentence (`tail`) or the first (`head`); the *body* is all the others.",
+        "2. Sentences by pysbd (`poolbench.text.sentence_spans`); texts with `<br />` blanked and whitespace collapsed "
+        "to one space. The *verdict* is the last sentence (`tail`) or the first (`head`); the *body* is the rest of the "
+        "review.",
         f"3. **Clear verdict**: {cfg['verdict_min_words']}–{cfg['verdict_max_words']} words; VADER compound "
         f"≥ {cfg['vader_threshold']} in the rating's direction"
         + (f"; AFINN score non-zero with the rating's sign." if cfg["afinn_agree"] else "."),
