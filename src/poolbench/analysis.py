@@ -1,13 +1,33 @@
-"""Aggregation of run outputs into tables and figures."""
+"""Aggregation of run outputs into tables and figures.
+
+Statistics (see :mod:`poolbench.stats` for the definitions): per-example correctness is kept as
+integer counts per test unit and seed; a unit is an IMDB review, or a tail-probe verdict (its three
+positions move together). Every comparison the paper reports is one row of :func:`comparisons`:
+paired difference, 95% bootstrap CI over units and seeds, bootstrap p, exact McNemar p per seed,
+and Holm's p over the whole table.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from . import stats as st
+
 RUN_KEYS = ["dataset", "model", "family", "regime", "truncation", "max_len", "pooling", "seed"]
+SETTING_KEYS = ["dataset", "model", "family", "regime", "truncation", "max_len"]
+BASELINE = {"encoder": "cls", "decoder": "last"}  # the summaries the seed's two scripts use
+PROBE_CELL = ["condition", "position", "length_bin"]
+VERDICT = "verdict_review_id"  # a probe verdict appears at three positions: the probe's test unit
+POSITIONS = ["start", "middle", "end"]
+N_BOOT = 10_000
+BOOT_SEED = 0  # fixed: the summaries are byte-identical on every rerun
+
+
+# ---- reading --------------------------------------------------------------------------------
 
 
 def collect_runs(metric_files: list[Path]) -> pd.DataFrame:
@@ -27,178 +47,442 @@ def collect_runs(metric_files: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(RUN_KEYS, kind="stable").reset_index(drop=True)
 
 
-def accuracy_by_pooling(runs: pd.DataFrame, out: Path) -> None:
-    """Test accuracy per pooling (mean and 95% CI over seeds), one panel per dataset, one colour per setting."""
-    import matplotlib
+def read_predictions(paths: list[Path]) -> pd.DataFrame:
+    """Per-example predictions of the given files, each with its run's keys from ``metrics.json`` beside it.
 
-    matplotlib.use("Agg")
-    import seaborn as sns
-
-    runs = runs.assign(setting=runs["model"] + " · " + runs["regime"] + " · " + runs["truncation"]
-                       + "-" + runs["max_len"].astype(str))
-    order = sorted(runs["pooling"].unique())
-    sns.set_theme(style="whitegrid", context="paper")
-    g = sns.catplot(data=runs, x="pooling", y="accuracy", hue="setting", col="dataset", kind="point", order=order,
-                    errorbar=("ci", 95), linestyle="none", capsize=0.15, dodge=0.45, height=3.4, aspect=1.5,
-                    sharey=False, markers="o")
-    for ax in g.axes.flat:
-        ax.axhline(0.5, color="0.6", lw=0.8, ls="--")
-        ax.tick_params(axis="x", rotation=35)
-    g.set_axis_labels("pooling", "test accuracy")
-    _save(g, "Accuracy by pooling (mean and 95% CI over seeds; dashed = chance)", out, dpi=130)
-
-
-def _save(grid, title: str, out: Path, dpi: int) -> None:
-    import matplotlib.pyplot as plt
-
-    grid.figure.suptitle(title, y=1.04)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    grid.figure.savefig(out, dpi=dpi, bbox_inches="tight")
-    plt.close(grid.figure)
-
-
-SETTING_KEYS = ["dataset", "model", "family", "regime", "truncation", "max_len"]
-BASELINE = {"encoder": "cls", "decoder": "last"}  # the summaries the seed's two scripts use
-PROBE_CELL = ["condition", "position", "length_bin"]
-
-
-def load_predictions(runs: pd.DataFrame, results_dir: Path, file: str = "predictions.parquet") -> pd.DataFrame:
-    """All per-example predictions of ``runs`` (rows of runs.csv), with the run keys attached."""
-    from .paths import run_dir
-
-    frames = []
-    for row in runs.itertuples(index=False):
-        path = run_dir(results_dir, row.dataset, row.model, row.regime, row.truncation, row.max_len,
-                       row.pooling, row.seed) / file
-        if path.is_file():
-            df = pd.read_parquet(path)
-            for key in RUN_KEYS:
-                df[key] = getattr(row, key)
-            frames.append(df)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def holm(pvalues) -> list[float]:
-    """Holm–Bonferroni adjusted p-values (same order as given)."""
-    import numpy as np
-
-    p = np.asarray(pvalues, dtype=float)
-    order = np.argsort(p)
-    adjusted = np.empty_like(p)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, (len(p) - rank) * p[i])
-        adjusted[i] = min(1.0, running)
-    return adjusted.tolist()
-
-
-def pooling_stats(preds: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Per setting and pooling: accuracy over seeds, and the paired difference to the baseline pooling.
-
-    The per-example correctness is averaged over seeds; the difference to the family's baseline
-    (``cls`` for encoders, ``last`` for decoders) is tested with a two-sided Wilcoxon signed-rank
-    test over examples (scipy), with a 95% paired-bootstrap CI and Holm correction within a setting.
+    A path is ``<run dir>/predictions.parquet`` or ``<run dir>/transfer-<name>.parquet``. A missing
+    prediction or metrics file is an error, never a silent gap in the statistics.
     """
-    import numpy as np
-    from scipy.stats import wilcoxon
+    frames = []
+    for path in map(Path, paths):
+        metrics = path.parent / "metrics.json"
+        for needed in (path, metrics):
+            if not needed.is_file():
+                raise FileNotFoundError(f"predictions of a run are missing: {needed} does not exist")
+        keys = json.loads(metrics.read_text())
+        missing = [k for k in RUN_KEYS if k not in keys]
+        if missing:
+            raise KeyError(f"{metrics} lacks the run keys {missing}")
+        df = pd.read_parquet(path)
+        frames.append(df.assign(**{k: keys[k] for k in RUN_KEYS}))
+    if not frames:
+        return pd.DataFrame(columns=["id", "label", "pred", *RUN_KEYS])
+    return pd.concat(frames, ignore_index=True)
 
-    preds = preds.assign(correct=(preds["pred"] == preds["label"]).astype(float))
-    rows = []
+
+# ---- counts per unit and seed ---------------------------------------------------------------
+
+
+def _unit(df: pd.DataFrame) -> str:
+    """The test unit of one dataset's predictions: the verdict on the probe, else the example."""
+    return VERDICT if VERDICT in df and df[VERDICT].notna().all() else "id"
+
+
+class Counts:
+    """Correct rows per pooling × unit × seed (integers) in one setting or probe cell."""
+
+    def __init__(self, df: pd.DataFrame, unit: str, label: str):
+        codes, levels = zip(*(pd.factorize(df[col], sort=True) for col in ("pooling", unit, "seed")))
+        shape = tuple(len(level) for level in levels)
+        flat = np.ravel_multi_index(codes, shape)
+        rows = np.bincount(flat, minlength=np.prod(shape)).reshape(shape)
+        correct = (df["pred"] == df["label"]).to_numpy()
+        self.correct = np.bincount(flat, weights=correct, minlength=np.prod(shape)).reshape(shape).astype(np.int64)
+        if rows.min() == 0 or rows.max() != rows.min():
+            raise ValueError(f"{label}: every pooling and seed must predict the same units, "
+                             f"each with the same number of rows")
+        self.rows_per_unit = int(rows.flat[0])
+        poolings, self.units, seeds = levels
+        self.index = {p: i for i, p in enumerate(poolings)}
+        self.seeds = list(seeds)
+
+    def poolings(self) -> list[str]:
+        return list(self.index)
+
+    def __getitem__(self, pooling: str) -> np.ndarray:
+        """counts[unit, seed] of one pooling."""
+        return self.correct[self.index[pooling]]
+
+    def bootstrap(self, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+        """Resampled correct totals of every pooling, on the same draws (paired)."""
+        resampler = st.Resampler(len(self.units), len(self.seeds), n_boot, seed)
+        return dict(zip(self.poolings(), resampler.totals(self.correct).T))
+
+    def total(self, pooling: str) -> int:
+        return int(self[pooling].sum())
+
+    @property
+    def denom(self) -> int:
+        """Rows per pooling, all seeds together: the denominator of an accuracy."""
+        return len(self.units) * len(self.seeds) * self.rows_per_unit
+
+
+def _label(setting) -> str:
+    return " · ".join(str(v) for v in setting)
+
+
+def _settings(preds: pd.DataFrame):
+    """(setting keys, its predictions, its Counts) for each setting."""
     for setting, sub in preds.groupby(SETTING_KEYS, sort=True):
-        per_seed = sub.groupby(["pooling", "seed"])["correct"].mean()
-        per_example = sub.groupby(["pooling", "id"])["correct"].mean().unstack("id")
-        base_name = BASELINE[setting[2]]
-        base = per_example.loc[base_name] if base_name in per_example.index else None
-        block = []
-        for pooling in per_example.index:
-            acc = per_seed.loc[pooling]
-            row = dict(zip(SETTING_KEYS, setting), pooling=pooling, baseline=base_name, seeds=len(acc),
-                       n=int(per_example.shape[1]), accuracy=acc.mean(), accuracy_sd=acc.std(ddof=1) if len(acc) > 1 else np.nan)
-            if base is not None and pooling != base_name:
-                d = (per_example.loc[pooling] - base).to_numpy()
-                rng = np.random.default_rng(seed)
-                boots = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(axis=1)
-                nonzero = d[d != 0]
-                p = wilcoxon(nonzero).pvalue if len(nonzero) >= 10 else 1.0
-                row.update(diff_vs_baseline=d.mean(), diff_ci_low=np.quantile(boots, 0.025),
-                           diff_ci_high=np.quantile(boots, 0.975), p_value=float(p))
-            block.append(row)
-        tested = [r for r in block if "p_value" in r]
-        for r, adj in zip(tested, holm([r["p_value"] for r in tested])):
-            r["p_holm"] = adj
-        rows.extend(block)
+        yield dict(zip(SETTING_KEYS, setting)), sub, Counts(sub, _unit(sub), _label(setting))
+
+
+# ---- tables ---------------------------------------------------------------------------------
+
+
+def pooling_stats(preds: pd.DataFrame, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> pd.DataFrame:
+    """Per setting and pooling: accuracy (pooled over seeds) with its 95% CI over units and seeds,
+    and the SD of the per-seed accuracies. Comparisons between poolings are in :func:`comparisons`."""
+    rows = []
+    for keys, _, counts in _settings(preds):
+        boot = counts.bootstrap(n_boot, seed)
+        for pooling in counts.poolings():
+            c = counts[pooling]
+            per_seed = c.sum(axis=0) / (len(counts.units) * counts.rows_per_unit)
+            acc = st.summarise_accuracy(counts.total(pooling), boot[pooling], counts.denom)
+            rows.append(dict(keys, pooling=pooling, baseline=BASELINE[keys["family"]], seeds=len(counts.seeds),
+                             units=len(counts.units), n=c.shape[0] * counts.rows_per_unit,
+                             accuracy=acc["accuracy"], accuracy_ci_low=acc["ci_low"], accuracy_ci_high=acc["ci_high"],
+                             accuracy_sd=per_seed.std(ddof=1) if len(per_seed) > 1 else np.nan))
     return pd.DataFrame(rows)
 
 
-def probe_cells(preds: pd.DataFrame) -> pd.DataFrame:
-    """Tail-probe accuracy per setting × pooling × condition × position × length_bin (mean over seeds),
-    and how often the prediction follows the body instead of the verdict."""
-    preds = preds.assign(correct=(preds["pred"] == preds["label"]).astype(float),
-                         follows_body=(preds["pred"] == preds["body_label"]).astype(float))
-    keys = SETTING_KEYS + ["pooling"]
-    per_seed = preds.groupby(keys + PROBE_CELL + ["seed"], sort=True)[["correct", "follows_body"]].mean()
-    out = per_seed.groupby(keys + PROBE_CELL).agg(accuracy=("correct", "mean"), accuracy_sd=("correct", "std"),
-                                                  follows_body=("follows_body", "mean"),
-                                                  seeds=("correct", "size"))
-    n = preds[preds["seed"] == preds["seed"].min()].groupby(keys + PROBE_CELL).size().rename("n")
-    return out.join(n).reset_index()
+def _ranked(counts: Counts) -> list[str]:
+    """Poolings from most to least accurate (ties by name)."""
+    totals = {p: int(counts[p].sum()) for p in counts.poolings()}
+    return sorted(totals, key=lambda p: (-totals[p], p))
 
 
-def tailprobe_figure(cells: pd.DataFrame, out: Path) -> None:
-    """Probe accuracy per pooling in each condition × position (long texts and short texts side by side)."""
+class _Side:
+    """One side of a comparison: a pooling's counts in a setting or cell, and its resampled totals."""
+
+    def __init__(self, counts: Counts, boot: dict, pooling: str):
+        self.counts, self.values, self.boot = counts, counts[pooling], boot[pooling]
+
+
+def _compare(kind: str, keys: dict, a: str, b: str, x: _Side, y: _Side, **cell) -> dict:
+    """Row of the comparisons table: x (named a) − y (named b) on the same units and seeds."""
+    c = x.counts
+    test = st.summarise_difference(int(x.values.sum()), int(y.values.sum()), x.boot, y.boot, c.denom)
+    row = dict(kind=kind, **keys, **cell, a=a, b=b, units=len(c.units), seeds=len(c.seeds), **test)
+    for s, (_, _, p) in zip(c.seeds, st.sign_test(x.values, y.values)):
+        row[f"mcnemar_p_seed{s}"] = p
+    return row
+
+
+def comparisons(preds: pd.DataFrame, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> pd.DataFrame:
+    """Every comparison the paper reports, one row each, with Holm's p over the whole table (``holm_p``).
+
+    kinds (a − b, accuracy in [0, 1]):
+      - ``baseline``: each pooling − the family's baseline pooling, per setting;
+      - ``best``: the most accurate pooling − the runner-up; ``worst``: the least accurate − the next one
+        up (what a "best"/"worst" claim needs);
+      - ``position`` (probe): verdict at the end − at the start, per pooling, on contrast texts of each
+        length (units: verdicts of that cell);
+      - ``truncation`` (probe): tail − head truncation with the verdict at the end, per pooling, on
+        contrast texts of each length, for settings that differ only in truncation.
+    A test that two claims share (e.g. the runner-up is the baseline) counts once in the Holm family.
+    """
+    rows = []
+    probe_cells = {}  # setting -> {(length, position): Counts}
+    for keys, sub, counts in _settings(preds):
+        boot = counts.bootstrap(n_boot, seed)
+        side = {p: _Side(counts, boot, p) for p in counts.poolings()}
+        base = BASELINE[keys["family"]]
+        for pooling in counts.poolings():
+            if pooling != base and base in side:
+                rows.append(_compare("baseline", keys, pooling, base, side[pooling], side[base]))
+        ranked = _ranked(counts)
+        if len(ranked) > 1:
+            rows.append(_compare("best", keys, ranked[0], ranked[1], side[ranked[0]], side[ranked[1]]))
+            rows.append(_compare("worst", keys, ranked[-1], ranked[-2], side[ranked[-1]], side[ranked[-2]]))
+        if _unit(sub) == VERDICT:
+            contrast = sub[sub["condition"] == "contrast"]
+            probe_cells[tuple(keys.values())] = {
+                cell: Counts(df, VERDICT, f"{_label(keys.values())} · {cell}")
+                for cell, df in contrast.groupby(["length_bin", "position"], sort=True)}
+    rows += _position_rows(probe_cells, n_boot, seed) + _truncation_rows(probe_cells, n_boot, seed)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return _with_holm(table)
+
+
+def _position_rows(probe_cells: dict, n_boot: int, seed: int) -> list[dict]:
+    rows = []
+    for setting, cells in probe_cells.items():
+        keys = dict(zip(SETTING_KEYS, setting))
+        for length in sorted({length for length, _ in cells}):
+            end, start = cells.get((length, "end")), cells.get((length, "start"))
+            if end is None or start is None:
+                continue
+            _same_units(end, start, f"{_label(setting)} · {length}")
+            boot_end, boot_start = end.bootstrap(n_boot, seed), start.bootstrap(n_boot, seed)
+            for pooling in end.poolings():
+                rows.append(_compare("position", keys, "end", "start", _Side(end, boot_end, pooling),
+                                     _Side(start, boot_start, pooling),
+                                     pooling=pooling, condition="contrast", length_bin=length))
+    return rows
+
+
+def _truncation_rows(probe_cells: dict, n_boot: int, seed: int) -> list[dict]:
+    rows = []
+    trunc = SETTING_KEYS.index("truncation")
+    for setting, cells in probe_cells.items():
+        if setting[trunc] != "tail":
+            continue
+        head_setting = setting[:trunc] + ("head",) + setting[trunc + 1:]
+        if head_setting not in probe_cells:
+            continue
+        keys = dict(zip(SETTING_KEYS, setting), truncation="tail vs head")
+        for (length, position), tail in cells.items():
+            head = probe_cells[head_setting].get((length, position))
+            if position != "end" or head is None:
+                continue
+            _same_units(tail, head, f"{_label(setting)} · {length}")
+            boot_tail, boot_head = tail.bootstrap(n_boot, seed), head.bootstrap(n_boot, seed)
+            for pooling in sorted(set(tail.poolings()) & set(head.poolings())):
+                rows.append(_compare("truncation", keys, "tail", "head", _Side(tail, boot_tail, pooling),
+                                     _Side(head, boot_head, pooling),
+                                     pooling=pooling, condition="contrast", length_bin=length, position=position))
+    return rows
+
+
+def _same_units(x: Counts, y: Counts, label: str) -> None:
+    if not (list(x.units) == list(y.units) and x.seeds == y.seeds):
+        raise ValueError(f"{label}: the compared cells do not hold the same verdicts and seeds")
+
+
+def _with_holm(table: pd.DataFrame) -> pd.DataFrame:
+    """Holm over the distinct tests: a row's test is its setting, cell and unordered pair (a, b)."""
+    cell_cols = [c for c in ("pooling", "condition", "length_bin", "position") if c in table]
+    test_key = table[SETTING_KEYS + cell_cols].fillna("").astype(str).agg(" · ".join, axis=1) + " · " + [
+        " vs ".join(sorted(pair)) for pair in zip(table["a"], table["b"])]
+    distinct = table.assign(test=test_key).drop_duplicates("test")
+    adjusted = dict(zip(distinct["test"], st.holm(distinct["p"])))
+    front = ["kind", *SETTING_KEYS, *cell_cols, "a", "b", "units", "seeds", "diff", "ci_low", "ci_high", "p", "holm_p"]
+    table = table.assign(holm_p=test_key.map(adjusted))
+    return table[front + [c for c in table.columns if c not in front]]
+
+
+def probe_cells(preds: pd.DataFrame, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> pd.DataFrame:
+    """Tail-probe accuracy per setting × pooling × condition × position × length_bin (pooled over seeds)
+    with its 95% CI over verdicts and seeds, and how often the prediction follows the body."""
+    rows = []
+    for keys, sub in preds.groupby(SETTING_KEYS + PROBE_CELL, sort=True):
+        keys = dict(zip(SETTING_KEYS + PROBE_CELL, keys))
+        counts = Counts(sub, _unit(sub), _label(keys.values()))
+        boot = counts.bootstrap(n_boot, seed)
+        follows = sub.assign(f=(sub["pred"] == sub["body_label"])).groupby("pooling")["f"].mean()
+        for pooling in counts.poolings():
+            acc = st.summarise_accuracy(counts.total(pooling), boot[pooling], counts.denom)
+            rows.append(dict(keys, pooling=pooling, seeds=len(counts.seeds), n=len(counts.units) * counts.rows_per_unit,
+                             accuracy=acc["accuracy"], accuracy_ci_low=acc["ci_low"], accuracy_ci_high=acc["ci_high"],
+                             follows_body=follows[pooling]))
+    front = SETTING_KEYS + ["pooling"] + PROBE_CELL
+    table = pd.DataFrame(rows)
+    return table[front + [c for c in table.columns if c not in front]].sort_values(front, kind="stable").reset_index(
+        drop=True) if len(table) else table
+
+
+# ---- figures --------------------------------------------------------------------------------
+
+
+def _setting_names(df: pd.DataFrame) -> pd.Series:
+    return df["model"] + " · " + df["regime"] + " · " + df["truncation"] + "-" + df["max_len"].astype(str)
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
-    import seaborn as sns
+    import matplotlib.pyplot as plt
 
-    cells = cells.assign(setting=cells["model"] + " · " + cells["regime"] + " · " + cells["truncation"] + "-"
-                         + cells["max_len"].astype(str),
-                         cell=cells["condition"] + " / " + cells["length_bin"])
-    order = sorted(cells["pooling"].unique())
-    sns.set_theme(style="whitegrid", context="paper")
-    g = sns.catplot(data=cells, x="pooling", y="accuracy", hue="position", hue_order=["start", "middle", "end"],
-                    col="cell", col_order=["agree / short", "agree / long", "contrast / short", "contrast / long"],
-                    row="setting", kind="bar", order=order, height=2.6, aspect=1.5, errorbar=None,
-                    palette="viridis")
-    g.set_titles("{row_name}\n{col_name}", size=9)
-    for ax in g.axes.flat:
-        ax.axhline(0.5, color="0.4", lw=0.8, ls="--")
-        ax.set_ylim(0, 1)
-        ax.tick_params(axis="x", rotation=60)
-    g.set_axis_labels("pooling", "probe accuracy")
-    _save(g, "Tail-sentiment probe: accuracy by verdict position (mean over seeds; dashed = chance)", out, dpi=110)
+    return plt
 
 
-def markdown_summary(stats: pd.DataFrame, cells: pd.DataFrame) -> str:
-    """A Markdown digest of the study: accuracy per pooling and setting, and the probe's contrast cells."""
-    def fmt(r):
-        star = "*" if pd.notna(r.get("p_holm")) and r["p_holm"] < 0.05 else ""
-        base = " (baseline)" if r["pooling"] == r["baseline"] else ""
-        return f"{100 * r['accuracy']:.1f} ± {100 * (r['accuracy_sd'] if pd.notna(r['accuracy_sd']) else 0):.1f}{star}{base}"
+def accuracy_by_pooling(stats: pd.DataFrame, out: Path) -> None:
+    """Accuracy per pooling with its 95% CI over test units and seeds (from :func:`pooling_stats`):
+    one panel per dataset, one colour per setting, hollow marker = the family's baseline.
+    Works for any number of datasets, settings and poolings, one of each included."""
+    plt = _pyplot()
+    stats = stats.assign(setting=_setting_names(stats))
+    datasets = sorted(stats["dataset"].unique())
+    settings = list(dict.fromkeys(stats["setting"]))
+    colours = dict(zip(settings, plt.get_cmap("tab10").colors * (1 + len(settings) // 10)))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(1.2 + 5.0 * len(datasets), 3.8), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        sub = stats[stats["dataset"] == dataset]
+        poolings = sorted(sub["pooling"].unique())
+        present = [s for s in settings if (sub["setting"] == s).any()]
+        width = 0.7 / len(present)
+        for i, setting in enumerate(present):
+            rows = sub[sub["setting"] == setting].set_index("pooling").reindex(poolings)
+            x = np.arange(len(poolings)) + (i - (len(present) - 1) / 2) * width
+            err = np.vstack([rows["accuracy"] - rows["accuracy_ci_low"], rows["accuracy_ci_high"] - rows["accuracy"]])
+            ax.errorbar(x, rows["accuracy"], yerr=err, fmt="o", ms=4, capsize=2, lw=1, color=colours[setting],
+                        label=setting)
+            is_base = (rows.index == rows["baseline"]).to_numpy()
+            ax.plot(x[is_base], rows["accuracy"][is_base], "o", ms=8, mfc="none", color=colours[setting])
+        ax.axhline(0.5, color="0.6", lw=0.8, ls="--")
+        ax.set_xticks(np.arange(len(poolings)), poolings, rotation=35, ha="right")
+        ax.set_xlim(-0.6, len(poolings) - 0.4)
+        ax.set_title(dataset)
+        ax.set_ylabel("test accuracy")
+        ax.grid(axis="y", lw=0.4, alpha=0.6)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    for ax in axes[0, 1:]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), frameon=False,
+               bbox_to_anchor=(0.5, -0.02 - 0.06 * ((len(labels) - 1) // 3)))
+    _save(fig, "Accuracy by pooling: 95% CI over test units and seeds (paired bootstrap); "
+               "hollow = baseline; dashed = chance", out, dpi=130)
 
-    lines = ["# Results digest", "", "Generated by the `statistics` rule from `pooling_stats.csv` and `tailprobe_cells.csv`; "
-             "do not edit. Accuracy in %, mean ± SD over seeds; * = differs from the family's baseline pooling "
-             "(Wilcoxon signed-rank over examples, Holm-corrected p < 0.05).", ""]
-    stats = stats.assign(setting=stats["dataset"] + " · " + stats["model"] + " · " + stats["regime"] + " · "
-                         + stats["truncation"] + "-" + stats["max_len"].astype(str))
-    table = stats.pivot_table(index="pooling", columns="setting", values="accuracy", aggfunc="first")
-    settings = list(table.columns)
-    lines += ["| pooling | " + " | ".join(settings) + " |", "|---|" + "---:|" * len(settings)]
-    for pooling in table.index:
+
+def tailprobe_figure(cells: pd.DataFrame, out: Path) -> None:
+    """Probe accuracy per pooling by verdict position with its 95% CI over verdicts and seeds (from
+    :func:`probe_cells`): one row per setting, one column per condition × length."""
+    plt = _pyplot()
+    cells = cells.assign(setting=_setting_names(cells), cell=cells["condition"] + " / " + cells["length_bin"])
+    settings = list(dict.fromkeys(cells["setting"]))
+    order = ["agree / short", "agree / long", "contrast / short", "contrast / long"]
+    columns = [c for c in order if (cells["cell"] == c).any()] + sorted(set(cells["cell"]) - set(order))
+    positions = [p for p in POSITIONS if (cells["position"] == p).any()]
+    colours = dict(zip(positions, plt.get_cmap("viridis")(np.linspace(0.1, 0.8, len(positions)))))
+    fig, axes = plt.subplots(len(settings), len(columns), figsize=(3.6 * len(columns), 2.8 * len(settings)),
+                             squeeze=False, sharey=True)
+    width = 0.8 / len(positions)
+    for r, setting in enumerate(settings):
+        poolings = sorted(cells.loc[cells["setting"] == setting, "pooling"].unique())
+        for c, cell in enumerate(columns):
+            ax = axes[r, c]
+            sub = cells[(cells["setting"] == setting) & (cells["cell"] == cell)]
+            for i, position in enumerate(positions):
+                rows = sub[sub["position"] == position].set_index("pooling").reindex(poolings)
+                x = np.arange(len(poolings)) + (i - (len(positions) - 1) / 2) * width
+                err = np.vstack([rows["accuracy"] - rows["accuracy_ci_low"],
+                                 rows["accuracy_ci_high"] - rows["accuracy"]])
+                ax.bar(x, rows["accuracy"], width, yerr=err, capsize=1.5, error_kw=dict(lw=0.7),
+                       color=colours[position], label=position)
+            ax.axhline(0.5, color="0.4", lw=0.8, ls="--")
+            ax.set_ylim(0, 1)
+            ax.set_xticks(np.arange(len(poolings)), poolings, rotation=60, ha="right", fontsize=7)
+            ax.set_title(f"{setting}\n{cell}", fontsize=8)
+        axes[r, 0].set_ylabel("probe accuracy")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="verdict position", loc="upper center", ncol=len(labels), frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
+    _save(fig, "Tail-sentiment probe: accuracy by verdict position (95% CI over verdicts and seeds; dashed = chance)",
+          out, dpi=110)
+
+
+def _save(fig, title: str, out: Path, dpi: int) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, y=1.02)
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ---- digest ---------------------------------------------------------------------------------
+
+
+def points(x: float, sign: bool = False) -> str:
+    """A proportion as percentage points, one decimal (with a sign for differences)."""
+    return f"{100 * x:+.1f}" if sign else f"{100 * x:.1f}"
+
+
+def pvalue(p: float) -> str:
+    return f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
+
+
+def describe(row) -> str:
+    """One comparison in words: what minus what, difference [95% CI] in points, p and Holm p."""
+    if row["kind"] in ("position", "truncation"):
+        what = f"{row['pooling']}, {row['condition']} {row['length_bin']}: {row['a']} − {row['b']}"
+    else:
+        what = f"{row['a']} − {row['b']}"
+    return (f"{what} = {points(row['diff'], True)} [{points(row['ci_low'], True)}, {points(row['ci_high'], True)}] "
+            f"points, p = {pvalue(row['p'])}, Holm p = {pvalue(row['holm_p'])}")
+
+
+def _mcnemar(row) -> str:
+    return " / ".join(pvalue(row[c]) for c in sorted(row.index) if c.startswith("mcnemar_p_seed") and pd.notna(row[c]))
+
+
+def markdown_summary(stats: pd.DataFrame, comps: pd.DataFrame, cells: pd.DataFrame) -> str:
+    """A Markdown digest: accuracy with CIs, and every comparison of :func:`comparisons` with its
+    difference, 95% CI, p and Holm p."""
+    lines = ["# Results digest", "",
+             "Generated by the `statistics` rule from `pooling_stats.csv`, `comparisons.csv` and `tailprobe_cells.csv`; "
+             "do not edit. Accuracy in %, pooled over seeds, with a 95% CI from a bootstrap that resamples test units "
+             "(IMDB reviews; probe verdicts, whose three positions move together) and seeds. A comparison a − b is the "
+             "paired difference in points with its 95% CI, the bootstrap p, and Holm's p over all "
+             f"{len(comps)} comparisons below; McNemar: exact p per seed. * = Holm p < 0.05.", ""]
+    stats = stats.assign(setting=stats["dataset"] + " · " + _setting_names(stats))
+    comps = comps.assign(setting=comps["dataset"] + " · " + _setting_names(comps)) if len(comps) else comps
+    settings = list(dict.fromkeys(stats["setting"]))
+    lines += ["## Accuracy by pooling", "", "| pooling | " + " | ".join(settings) + " |", "|---|" + "---:|" * len(settings)]
+    for pooling in sorted(stats["pooling"].unique()):
         row = []
         for s in settings:
             r = stats[(stats["setting"] == s) & (stats["pooling"] == pooling)]
-            row.append(fmt(r.iloc[0]) if len(r) else "–")
+            if r.empty:
+                row.append("–")
+                continue
+            r = r.iloc[0]
+            base = " (baseline)" if pooling == r["baseline"] else ""
+            row.append(f"{points(r['accuracy'])} [{points(r['accuracy_ci_low'])}, {points(r['accuracy_ci_high'])}]{base}")
         lines.append(f"| {pooling} | " + " | ".join(row) + " |")
+    titles = {"baseline": "Each pooling against the family's baseline",
+              "best": "Best: the most accurate pooling against the runner-up",
+              "worst": "Worst: the least accurate pooling against the next one up",
+              "position": "Tail probe, contrast texts: verdict at the end − at the start (per pooling)",
+              "truncation": "Tail probe, contrast texts, verdict at the end: tail − head truncation"}
+    for kind, title in titles.items():
+        sub = comps[comps["kind"] == kind] if len(comps) else comps
+        if sub.empty:
+            continue
+        lines += ["", f"## {title}", "", "| setting | comparison | difference [95% CI] | p | Holm p | McNemar p per seed |",
+                  "|---|---|---:|---:|---:|---|"]
+        for _, r in sub.iterrows():
+            star = "*" if r["holm_p"] < 0.05 else ""
+            what = f"{r['pooling']} {r['length_bin']}: {r['a']} − {r['b']}" if kind in ("position", "truncation") \
+                else f"{r['a']} − {r['b']}"
+            lines.append(f"| {r['setting']} | {what} | {points(r['diff'], True)} [{points(r['ci_low'], True)}, "
+                         f"{points(r['ci_high'], True)}]{star} | {pvalue(r['p'])} | {pvalue(r['holm_p'])} | {_mcnemar(r)} |")
+    claims = _superlatives(comps)
+    if claims:
+        lines += ["", "## What the superlatives rest on", ""] + [f"- {c}" for c in claims]
     if not cells.empty:
         lines += ["", "## Tail probe: contrast examples (the body disagrees with the verdict)", "",
-                  "Accuracy in % by verdict position; below 50 means the summary follows the body.", ""]
+                  "Accuracy in % [95% CI over verdicts and seeds] by verdict position; below 50 means the summary "
+                  "follows the body.", ""]
         sub = cells[cells["condition"] == "contrast"].copy()
         sub["setting"] = sub["model"] + " · " + sub["truncation"] + "-" + sub["max_len"].astype(str) + " · " + sub["length_bin"]
-        pivot = sub.pivot_table(index="pooling", columns=["setting", "position"], values="accuracy")
-        cols = [(s, p) for s in dict.fromkeys(sub["setting"]) for p in ("start", "middle", "end") if (s, p) in pivot.columns]
+        cols = [(s, p) for s in dict.fromkeys(sub["setting"]) for p in POSITIONS]
         lines += ["| pooling | " + " | ".join(f"{s} · {p}" for s, p in cols) + " |", "|---|" + "---:|" * len(cols)]
-        for pooling in pivot.index:
-            vals = [f"{100 * pivot.loc[pooling, c]:.0f}" if pd.notna(pivot.loc[pooling, c]) else "–" for c in cols]
+        for pooling in sorted(sub["pooling"].unique()):
+            vals = []
+            for s, p in cols:
+                r = sub[(sub["setting"] == s) & (sub["position"] == p) & (sub["pooling"] == pooling)]
+                vals.append("–" if r.empty else f"{100 * r['accuracy'].iloc[0]:.0f} "
+                            f"[{100 * r['accuracy_ci_low'].iloc[0]:.0f}, {100 * r['accuracy_ci_high'].iloc[0]:.0f}]")
             lines.append(f"| {pooling} | " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _superlatives(comps: pd.DataFrame) -> list[str]:
+    """A sentence per best/worst claim, saying whether its own test backs it."""
+    out = []
+    for _, r in (comps[comps["kind"].isin(["best", "worst"])] if len(comps) else comps).iterrows():
+        word = "most" if r["kind"] == "best" else "least"
+        verdict = (f"{r['a']} is the {word} accurate pooling" if r["holm_p"] < 0.05 else
+                   f"{r['a']} is not distinguishable from {r['b']}: no single {word} accurate pooling")
+        out.append(f"{r['setting']}: {verdict} ({describe(r)}).")
+    return out

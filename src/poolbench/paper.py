@@ -45,89 +45,163 @@ def _setting_label(row) -> str:
     return f"{row.model} {row.truncation}-{row.max_len}"
 
 
-def pooling_table(stats: pd.DataFrame, dataset: str, caption: str, label: str) -> str:
-    """Accuracy (mean ± SD over seeds, %) per pooling (rows) and setting (columns); * marks Holm p < 0.05."""
-    sub = stats[(stats["dataset"] == dataset) & (stats["regime"] == "frozen")].copy()
-    sub["setting"] = [_setting_label(r) for r in sub.itertuples()]
-    settings = list(dict.fromkeys(sub["setting"]))
-    poolings = sorted(sub["pooling"].unique())
-    lines = [r"\begin{table}[t]", r"\centering\small", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
-             r"\begin{tabular}{l" + "r" * len(settings) + "}", r"\toprule",
-             "pooling & " + " & ".join(tex_escape(s) for s in settings) + r" \\", r"\midrule"]
-    for p in poolings:
-        cells = []
-        for s in settings:
-            r = sub[(sub["setting"] == s) & (sub["pooling"] == p)]
-            if r.empty:
-                cells.append("--")
-                continue
-            r = r.iloc[0]
-            star = "$^*$" if pd.notna(r.get("p_holm")) and r["p_holm"] < 0.05 else ""
-            base = r"\textit{" if p == r["baseline"] else "{"
-            cells.append(f"{base}{pct(r['accuracy'])} $\\pm$ {pct(r['accuracy_sd'])}}}{star}")
-        lines.append(tex_escape(p) + " & " + " & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+def signed(x: float) -> str:
+    return f"{100 * x:+.1f}".replace("-", "$-$")
 
 
-def probe_table(cells: pd.DataFrame, caption: str, label: str) -> str:
-    """Probe accuracy (%) on contrast examples by position, per pooling and setting (long texts)."""
-    sub = cells[(cells["condition"] == "contrast") & (cells["length_bin"] == "long") & (cells["regime"] == "frozen")].copy()
-    sub["setting"] = [_setting_label(r) for r in sub.itertuples()]
-    settings = list(dict.fromkeys(sub["setting"]))
-    positions = ["start", "middle", "end"]
-    poolings = sorted(sub["pooling"].unique())
-    head = " & ".join(rf"\multicolumn{{3}}{{c}}{{{tex_escape(s)}}}" for s in settings)
-    lines = [r"\begin{table*}[t]", r"\centering\small", rf"\caption{{{caption}}}", rf"\label{{{label}}}",
-             r"\begin{tabular}{l" + "rrr" * len(settings) + "}", r"\toprule", f"& {head} \\\\",
-             "pooling & " + " & ".join(["start & middle & end"] * len(settings)) + r" \\", r"\midrule"]
-    for p in poolings:
-        vals = []
-        for s in settings:
-            for pos in positions:
-                r = sub[(sub["setting"] == s) & (sub["pooling"] == p) & (sub["position"] == pos)]
-                vals.append(pct(r["accuracy"].iloc[0]) if len(r) else "--")
-        lines.append(tex_escape(p) + " & " + " & ".join(vals) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table*}"]
-    return "\n".join(lines) + "\n"
+def ci(row) -> str:
+    """A difference's 95% CI in points, e.g. ``[+4.3, +9.5]``."""
+    return f"[{signed(row['ci_low'])}, {signed(row['ci_high'])}]"
 
 
-def numbers(runs: pd.DataFrame, stats: pd.DataFrame, cells: pd.DataFrame, transfer: pd.DataFrame,
-            checks: dict | None) -> str:
+def pvalue(p: float) -> str:
+    return f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
+
+
+def _frozen(table: pd.DataFrame, **eq) -> pd.DataFrame:
+    mask = table["regime"] == "frozen"
+    for col, val in eq.items():
+        mask &= table[col] == val
+    return table[mask]
+
+
+def _mcnemar(row) -> str:
+    cols = sorted(c for c in row.index if c.startswith("mcnemar_p_seed") and pd.notna(row[c]))
+    return " / ".join(pvalue(row[c]) for c in cols)
+
+
+def _table(caption: str, label: str, columns: str, header: str, body: list[str]) -> str:
+    return "\n".join([r"\begin{table}[t]", r"\centering\small\setlength{\tabcolsep}{4pt}", rf"\caption{{{caption}}}",
+                      rf"\label{{{label}}}", rf"\begin{{tabular}}{{{columns}}}", r"\toprule", header + r" \\", r"\midrule", *body,
+                      r"\bottomrule", r"\end{tabular}", r"\end{table}"]) + "\n"
+
+
+def pooling_table(stats: pd.DataFrame, comps: pd.DataFrame, dataset: str, caption: str, label: str) -> str:
+    """One block of rows per setting, one row per pooling: accuracy [95% CI], the difference to the
+    baseline [95% CI], its bootstrap p, Holm p and exact McNemar p per seed (%, points)."""
+    sub = _frozen(stats, dataset=dataset)
+    base = _frozen(comps, dataset=dataset, kind="baseline") if len(comps) else comps
+    body = []
+    for setting, rows in sub.groupby(["model", "truncation", "max_len"], sort=False):
+        if body:
+            body.append(r"\addlinespace")
+        body.append(rf"\multicolumn{{6}}{{l}}{{\emph{{{tex_escape(setting[0])} {setting[1]}-{setting[2]}}}}} \\")
+        for r in rows.sort_values("pooling").itertuples():
+            acc = f"{pct(r.accuracy)} [{pct(r.accuracy_ci_low)}, {pct(r.accuracy_ci_high)}]"
+            c = base[(base["model"] == r.model) & (base["truncation"] == r.truncation) & (base["max_len"] == r.max_len)
+                     & (base["a"] == r.pooling)] if len(base) else base
+            if r.pooling == r.baseline:
+                cells = [rf"\textit{{{acc}}}", r"\textit{baseline}", "", "", ""]
+            elif c.empty:
+                cells = [acc, "--", "", "", ""]
+            else:
+                c = c.iloc[0]
+                star = "$^*$" if c["holm_p"] < 0.05 else ""
+                cells = [acc, f"{signed(c['diff'])} {ci(c)}{star}", pvalue(c["p"]), pvalue(c["holm_p"]), _mcnemar(c)]
+            body.append(tex_escape(r.pooling) + " & " + " & ".join(cells) + r" \\")
+    return _table(caption, label, "lrrrrl", r"pooling & accuracy & $\Delta$ vs baseline & $p$ & Holm $p$ & "
+                  r"McNemar $p$ per seed", body)
+
+
+def probe_table(cells: pd.DataFrame, comps: pd.DataFrame, caption: str, label: str, length: str = "long") -> str:
+    """One block per setting: probe accuracy (%) on contrast examples of one length by verdict position,
+    and the position effect end − start [95% CI over verdicts and seeds] with its Holm p."""
+    sub = _frozen(cells, condition="contrast", length_bin=length)
+    pos = _frozen(comps, kind="position", length_bin=length) if len(comps) else comps
+    body = []
+    for setting, rows in sub.groupby(["model", "truncation", "max_len"], sort=False):
+        if body:
+            body.append(r"\addlinespace")
+        body.append(rf"\multicolumn{{6}}{{l}}{{\emph{{{tex_escape(setting[0])} {setting[1]}-{setting[2]}}}}} \\")
+        for pooling, r in rows.groupby("pooling"):
+            acc = r.set_index("position")["accuracy"]
+            vals = [pct(acc[p]) if p in acc else "--" for p in ("start", "middle", "end")]
+            c = pos[(pos["model"] == setting[0]) & (pos["truncation"] == setting[1]) & (pos["max_len"] == setting[2])
+                    & (pos["pooling"] == pooling)] if len(pos) else pos
+            if len(c):
+                c = c.iloc[0]
+                vals += [f"{signed(c['diff'])} {ci(c)}" + ("$^*$" if c["holm_p"] < 0.05 else ""), pvalue(c["holm_p"])]
+            else:
+                vals += ["--", ""]
+            body.append(tex_escape(pooling) + " & " + " & ".join(vals) + r" \\")
+    return _table(caption, label, "lrrrrr", r"pooling & start & middle & end & end $-$ start & Holm $p$", body)
+
+
+def superlatives_table(comps: pd.DataFrame, caption: str, label: str) -> str:
+    """The test behind each "best" and "worst": top pooling − runner-up, bottom − next one up."""
+    sub = _frozen(comps[comps["kind"].isin(["best", "worst"])]) if len(comps) else comps
+    body = [f"{r.dataset} {tex_escape(_setting_label(r))} & {r.kind} & {tex_escape(r.a)} $-$ {tex_escape(r.b)} & "
+            f"{signed(r.diff)} {ci(sub.loc[r.Index])} & {pvalue(r.holm_p)}" + r" \\" for r in sub.itertuples()]
+    return _table(caption, label, "lllrr", r"setting & claim & $a - b$ & difference [95\% CI] & Holm $p$", body)
+
+
+def _comparison_macros(m: Macros, row, *key) -> None:
+    """diff, CI and Holm p of one comparison: <key>Diff, <key>CI, <key>HolmP (points; CI as "[lo, hi]")."""
+    m.add(signed(row["diff"]), *key, "diff")
+    m.add(ci(row), *key, "CI")
+    m.add(pvalue(row["holm_p"]), *key, "holm p")
+
+
+def numbers(runs: pd.DataFrame, stats: pd.DataFrame, comps: pd.DataFrame, cells: pd.DataFrame,
+            transfer: pd.DataFrame, checks: dict | None) -> str:
     m = Macros()
     m.add(len(runs), "N runs")
     m.add(runs["seed"].nunique(), "N seeds")
     m.add(runs["pooling"].nunique(), "N poolings")
     m.add(f"{runs['wall_s'].sum() / 3600:.1f}", "train hours")
+    m.add(len(comps), "N comparisons")
+    m.add(int((comps["holm_p"] < 0.05).sum()) if len(comps) else 0, "N comparisons significant")
     for (dataset, model, trunc, max_len), sub in stats[stats["regime"] == "frozen"].groupby(
             ["dataset", "model", "truncation", "max_len"]):
         key = (dataset, model, trunc, max_len)
         best = sub.loc[sub["accuracy"].idxmax()]
         worst = sub.loc[sub["accuracy"].idxmin()]
-        base = sub[sub["pooling"] == sub["baseline"].iloc[0]].iloc[0]
+        base = sub[sub["pooling"] == sub["baseline"].iloc[0]]
+        if len(base):
+            m.add(pct(base["accuracy"].iloc[0]), *key, "baseline acc")
         m.add(pct(best["accuracy"]), *key, "best acc")
         m.add(tex_escape(best["pooling"]), *key, "best pooling")
         m.add(pct(worst["accuracy"]), *key, "worst acc")
         m.add(tex_escape(worst["pooling"]), *key, "worst pooling")
-        m.add(pct(base["accuracy"]), *key, "baseline acc")
-        m.add(tex_escape(base["pooling"]), *key, "baseline")
+        m.add(tex_escape(sub["baseline"].iloc[0]), *key, "baseline")
         m.add(pct(best["accuracy"] - worst["accuracy"]), *key, "spread")
         m.add(f"{100 * sub['accuracy_sd'].median():.1f}", *key, "median seed sd")
-        m.add(int((sub["p_holm"] < 0.05).sum()), *key, "n significant")
-        m.add(int(sub["p_holm"].notna().sum()), *key, "n compared")
         m.add(int(sub["n"].iloc[0]), *key, "n test")
+        setting = _frozen(comps, dataset=dataset, model=model, truncation=trunc, max_len=max_len) if len(comps) \
+            else comps
+        vs_base = setting[setting["kind"] == "baseline"] if len(setting) else setting
+        m.add(int((vs_base["holm_p"] < 0.05).sum()) if len(vs_base) else 0, *key, "n significant")
+        m.add(len(vs_base), *key, "n compared")
+        for r in vs_base.itertuples() if len(vs_base) else []:
+            _comparison_macros(m, vs_base.loc[r.Index], *key, r.a, "vs baseline")
+        for kind, other in (("best", "runner up"), ("worst", "next worst")):
+            r = setting[setting["kind"] == kind] if len(setting) else setting
+            if len(r):
+                r = r.iloc[0]
+                m.add(tex_escape(r["b"]), *key, other)
+                _comparison_macros(m, r, *key, kind, "margin")
+    position = _frozen(comps, kind="position") if len(comps) else comps
+    for r in position.itertuples() if len(position) else []:
+        _comparison_macros(m, position.loc[r.Index], "probe", r.model, r.truncation, r.max_len, r.pooling,
+                           r.condition, r.length_bin, "end minus start")
+    trunc = _frozen(comps, kind="truncation") if len(comps) else comps
+    for r in trunc.itertuples() if len(trunc) else []:
+        _comparison_macros(m, trunc.loc[r.Index], "probe", r.model, r.max_len, r.pooling, r.condition, r.length_bin,
+                           r.position, "tail minus head")
     for name, table in (("probe", cells), ("transfer", transfer)):
         if table.empty:
             continue
-        for (model, trunc, max_len, pooling), sub in table[table["regime"] == "frozen"].groupby(
+        for (model, trunc_, max_len, pooling), sub in table[table["regime"] == "frozen"].groupby(
                 ["model", "truncation", "max_len", "pooling"]):
-            key = (name, model, trunc, max_len, pooling)
+            key = (name, model, trunc_, max_len, pooling)
             for cond in ("agree", "contrast"):
                 for length in ("short", "long"):
                     for pos in ("start", "end"):
                         r = sub[(sub["condition"] == cond) & (sub["length_bin"] == length) & (sub["position"] == pos)]
                         if len(r):
                             m.add(pct(r["accuracy"].iloc[0]), *key, cond, length, pos)
+                            m.add(f"[{pct(r['accuracy_ci_low'].iloc[0])}, {pct(r['accuracy_ci_high'].iloc[0])}]",
+                                  *key, cond, length, pos, "CI")
             contrast = sub[sub["condition"] == "contrast"]
             m.add(pct(contrast["follows_body"].mean()), *key, "contrast follows body")
     if checks:
@@ -138,27 +212,37 @@ def numbers(runs: pd.DataFrame, stats: pd.DataFrame, cells: pd.DataFrame, transf
         if body:
             m.add(pct(body["contrast"]), "check body contrast")
             m.add(pct(body["agree"]), "check body agree")
-        trunc = checks.get("truncation_bites", {}).get("measured", {})
-        if trunc:
-            m.add(pct(min(trunc.values())), "check truncation hidden")
+        trunc_checks = checks.get("truncation_bites", {}).get("measured", {})
+        if trunc_checks:
+            m.add(pct(min(trunc_checks.values())), "check truncation hidden")
     return m.text()
+
+
+CI_NOTE = ("95\\% CIs and $p$ from a paired bootstrap over test units and seeds; Holm over all {n} comparisons "
+           "of the study; $^*$: Holm $p<0.05$.")
 
 
 def write(summary_dir: Path, checks_file: Path | None, out_dir: Path) -> None:
     runs = pd.read_csv(summary_dir / "runs.csv")
     stats = pd.read_csv(summary_dir / "pooling_stats.csv")
     read = lambda f: pd.read_csv(f) if f.is_file() and f.stat().st_size > 1 else pd.DataFrame()  # noqa: E731
+    comps = read(summary_dir / "comparisons.csv")
     cells, transfer = read(summary_dir / "tailprobe_cells.csv"), read(summary_dir / "transfer_tailprobe_cells.csv")
     checks = json.loads(checks_file.read_text()) if checks_file and checks_file.is_file() else None
+    note = CI_NOTE.format(n=len(comps))
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "numbers.tex").write_text(numbers(runs, stats, cells, transfer, checks))
+    (out_dir / "numbers.tex").write_text(numbers(runs, stats, comps, cells, transfer, checks))
     (out_dir / "tab_imdb.tex").write_text(pooling_table(
-        stats, "imdb", "IMDB test accuracy (\\%, mean $\\pm$ SD over seeds) by pooling, frozen backbones. "
-        "Italics: the family's baseline; $^*$: differs from it (Wilcoxon, Holm $p<0.05$).", "tab:imdb"))
+        stats, comps, "imdb", "IMDB test accuracy (\\%) by pooling, frozen backbones, and the difference to the "
+        "family's baseline (points). " + note, "tab:imdb"))
+    (out_dir / "tab_superlatives.tex").write_text(superlatives_table(
+        comps, "The test behind each superlative: best = most accurate pooling $-$ runner-up; worst = least "
+        "accurate $-$ the next one up (points). " + note, "tab:superlatives"))
     if not cells.empty:
         (out_dir / "tab_probe.tex").write_text(probe_table(
-            cells, "Tail-probe accuracy (\\%) on long \\emph{contrast} examples by verdict position "
-            "(mean over seeds). Chance is 50; following the body gives 0.", "tab:probe"))
+            cells, comps, "Tail-probe accuracy (\\%) on long \\emph{contrast} examples by verdict position "
+            "(pooled over seeds), and the position effect end $-$ start (points). Chance is 50; following the "
+            "body gives 0. " + note, "tab:probe"))
         (out_dir / "tab_probe_pooling.tex").write_text(pooling_table(
-            stats, "tailprobe", "Tail-probe test accuracy (\\%, mean $\\pm$ SD over seeds) by pooling. "
-            "Italics: the family's baseline; $^*$: Holm $p<0.05$ against it.", "tab:probepool"))
+            stats, comps, "tailprobe", "Tail-probe test accuracy (\\%) by pooling and the difference to the "
+            "family's baseline (points). " + note, "tab:probepool"))
