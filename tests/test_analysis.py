@@ -106,7 +106,8 @@ def test_probe_units_are_verdicts_and_position_effects_are_tested():
     comps = comparisons(preds, n_boot=2000)
     pos = comps[comps["kind"] == "position"].set_index(["pooling", "length_bin"])
     assert set(pos.index) == {(p, length) for p in ("cls", "mean") for length in ("short", "long")}
-    assert (pos["units"] == 48).all() and (pos["condition"] == "contrast").all()  # 192 verdicts / 2 conditions / 2 lengths
+    assert (pos["units"] == 48).all()  # 192 verdicts / 2 conditions / 2 lengths
+    assert (pos["condition"] == "contrast").all()
     assert pos.loc[("mean", "long"), "diff"] > 0.3 and pos.loc[("mean", "long"), "p"] < 0.01
     assert pos.loc[("cls", "long"), "ci_low"] < 0 < pos.loc[("cls", "long"), "ci_high"]
 
@@ -203,7 +204,8 @@ def test_paper_numbers_come_from_the_tables(tmp_path):
     runs.to_csv(tmp_path / "runs.csv", index=False)
     stats.to_csv(tmp_path / "pooling_stats.csv", index=False)
     comps.to_csv(tmp_path / "comparisons.csv", index=False)
-    probe_cells(preds[preds["dataset"] == "tailprobe"], n_boot=100).to_csv(tmp_path / "tailprobe_cells.csv", index=False)
+    cells = probe_cells(preds[preds["dataset"] == "tailprobe"], n_boot=100)
+    cells.to_csv(tmp_path / "tailprobe_cells.csv", index=False)
     write(tmp_path, None, tmp_path / "paper")
     tex = (tmp_path / "paper" / "numbers.tex").read_text()
     names = re.findall(r"\\newcommand\{\\([A-Za-z]+)\}", tex)

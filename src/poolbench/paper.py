@@ -72,8 +72,8 @@ def _mcnemar(row) -> str:
 
 def _table(caption: str, label: str, columns: str, header: str, body: list[str]) -> str:
     return "\n".join([r"\begin{table}[t]", r"\centering\small\setlength{\tabcolsep}{4pt}", rf"\caption{{{caption}}}",
-                      rf"\label{{{label}}}", rf"\begin{{tabular}}{{{columns}}}", r"\toprule", header + r" \\", r"\midrule", *body,
-                      r"\bottomrule", r"\end{tabular}", r"\end{table}"]) + "\n"
+                      rf"\label{{{label}}}", rf"\begin{{tabular}}{{{columns}}}", r"\toprule", header + r" \\",
+                      r"\midrule", *body, r"\bottomrule", r"\end{tabular}", r"\end{table}"]) + "\n"
 
 
 def pooling_table(stats: pd.DataFrame, comps: pd.DataFrame, dataset: str, caption: str, label: str) -> str:
