@@ -244,3 +244,29 @@ def test_build_classifier_records_the_resolved_precision(monkeypatch):
     model = build_classifier("mean", "decoder", 8, 1, TrainConfig(precision="bf16"), None, None,
                              device=torch.device("cpu"))
     assert model.precision == "bf16"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", CASES[:3], ids=IDS[:3])
+def test_topk_matches_the_live_backbone_on_cuda(case, tmp_path):
+    """The same equivalence on a GPU (fp32; TF32 off), and bf16 autocast there stays close."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    topk, cached, live, live_data, cfg = setup(case, tmp_path, "layers_concat")
+    topk.cuda()
+    live.cuda()
+    rows = np.arange(len(cached))
+    to = lambda b: {k: ([t.cuda() for t in v] if isinstance(v, list) else v.cuda()) for k, v in b.items()}  # noqa: E731
+    topk.eval()
+    live.eval()
+    with torch.no_grad():
+        expected = live(to(live_data.batch(rows)))
+        torch.testing.assert_close(topk(to(cached.batch(rows))), expected, atol=1e-4, rtol=1e-4)
+        assert resolve_precision("auto", "cuda") == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+        topk.precision = "bf16"
+        torch.testing.assert_close(topk(to(cached.batch(rows))), expected, atol=0.05, rtol=0.05)
+        topk.precision = "fp32"
+    fit_topk, fit_live = train(topk, cached, cfg, seed=0), train(live, live_data, cfg, seed=0)
+    np.testing.assert_allclose(fit_topk["epoch_loss"], fit_live["epoch_loss"], atol=1e-5)
+    torch.testing.assert_close(torch.as_tensor(predict(topk, cached)), torch.as_tensor(predict(live, live_data)),
+                               atol=1e-4, rtol=1e-4)

@@ -77,6 +77,23 @@ def _blocks(backbone: nn.Module) -> tuple[str, nn.ModuleList]:
                      f"not {type(backbone).__name__}")
 
 
+def _accepted(fn, kwargs: dict) -> dict:
+    """The arguments ``fn`` takes, under the names this transformers release gives them (5.x renamed
+    ``past_key_values`` to ``cache`` and ``input_embeds`` to ``inputs_embeds``, and dropped
+    ``cache_position`` from the mask functions)."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    aliases = {"inputs_embeds": ("inputs_embeds", "input_embeds"), "cache": ("cache", "past_key_values")}
+    out = {}
+    for name, value in kwargs.items():
+        for alias in aliases.get(name, (name,)):
+            if alias in params:
+                out[alias] = value
+                break
+    return out
+
+
 class TopLayers(nn.Module):
     """Copies of a backbone's top ``k`` layers (+ final norm of a Llama-like decoder).
 
@@ -104,10 +121,11 @@ class TopLayers(nn.Module):
     def attention_bias(self, entry: Tensor, attention_mask: Tensor, position_ids: Tensor | None):
         from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 
-        if self.arch == "llama":
-            return create_causal_mask(config=self.config, inputs_embeds=entry, attention_mask=attention_mask,
-                                      cache=None, position_ids=position_ids)
-        return create_bidirectional_mask(config=self.config, inputs_embeds=entry, attention_mask=attention_mask)
+        make = create_causal_mask if self.arch == "llama" else create_bidirectional_mask
+        kwargs = {"config": self.config, "inputs_embeds": entry, "attention_mask": attention_mask, "cache": None,
+                  "position_ids": position_ids,
+                  "cache_position": torch.arange(entry.shape[1], device=entry.device)}
+        return make(**_accepted(make, kwargs))
 
     def forward(self, entry: Tensor, attention_mask: Tensor) -> list[Tensor]:
         entry = entry.float()
