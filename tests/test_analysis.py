@@ -181,6 +181,20 @@ def test_figures_work_for_several_settings_and_for_exactly_one_of_each(tmp_path)
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_one_run_of_everything_gives_tables_a_digest_and_paper_numbers(tmp_path):
+    from poolbench.paper import write
+
+    preds = synthetic(n=50, seeds=(0,), acc={"cls": 0.7})
+    stats, comps = pooling_stats(preds, n_boot=50), comparisons(preds, n_boot=50)
+    assert len(stats) == 1 and np.isnan(stats["accuracy_sd"].iloc[0]) and comps.empty
+    assert "cls" in analysis.markdown_summary(stats, comps, pd.DataFrame())
+    preds.groupby(RUN_KEYS, as_index=False).size().assign(wall_s=1.0).to_csv(tmp_path / "runs.csv", index=False)
+    stats.to_csv(tmp_path / "pooling_stats.csv", index=False)
+    comps.to_csv(tmp_path / "comparisons.csv", index=False)
+    write(tmp_path, None, tmp_path / "paper")
+    assert "NComparisons}{0}" in (tmp_path / "paper" / "numbers.tex").read_text()
+
+
 def test_digest_names_each_comparison_with_difference_ci_and_holm_p():
     preds = pd.concat([synthetic(acc={"cls": 0.70, "mean": 0.90}), probe()], ignore_index=True)
     comps = comparisons(preds, n_boot=500)

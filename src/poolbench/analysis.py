@@ -217,7 +217,7 @@ def _position_rows(probe_cells: dict, n_boot: int, seed: int) -> list[dict]:
             end, start = cells.get((length, "end")), cells.get((length, "start"))
             if end is None or start is None:
                 continue
-            _same_units(end, start, f"{_label(setting)} · {length}")
+            _same_units(end, start, f"{_label(setting)} · {length}")  # so both bootstraps make the same draws
             boot_end, boot_start = end.bootstrap(n_boot, seed), start.bootstrap(n_boot, seed)
             for pooling in end.poolings():
                 rows.append(_compare("position", keys, "end", "start", _Side(end, boot_end, pooling),
@@ -240,7 +240,7 @@ def _truncation_rows(probe_cells: dict, n_boot: int, seed: int) -> list[dict]:
             head = probe_cells[head_setting].get((length, position))
             if position != "end" or head is None:
                 continue
-            _same_units(tail, head, f"{_label(setting)} · {length}")
+            _same_units(tail, head, f"{_label(setting)} · {length}")  # so both bootstraps make the same draws
             boot_tail, boot_head = tail.bootstrap(n_boot, seed), head.bootstrap(n_boot, seed)
             for pooling in sorted(set(tail.poolings()) & set(head.poolings())):
                 rows.append(_compare("truncation", keys, "tail", "head", _Side(tail, boot_tail, pooling),
@@ -250,6 +250,7 @@ def _truncation_rows(probe_cells: dict, n_boot: int, seed: int) -> list[dict]:
 
 
 def _same_units(x: Counts, y: Counts, label: str) -> None:
+    """Cells of the same shape and seed get the same bootstrap draws; paired only if their units match."""
     if not (list(x.units) == list(y.units) and x.seeds == y.seeds):
         raise ValueError(f"{label}: the compared cells do not hold the same verdicts and seeds")
 
