@@ -21,7 +21,7 @@ from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel, PreTrai
 
 from poolbench.features import FeatureSet, extract
 from poolbench.topk import (autocast, cpu_has_native_bf16, layers_to_cache, resolve_precision,
-                            topk_state_indices)
+                            resolve_trainable_layers, topk_state_indices)
 from poolbench.train import (Classifier, LiveData, TrainConfig, build_classifier, build_topk_classifier,
                              predict, set_trainable_layers, train)
 
@@ -83,11 +83,13 @@ def setup(case, tmp_path, pooling: str, dtype: str = "float32", n: int = 12):
     if not cache.exists():
         extract(frame, bb, tok, cache, truncation="head", max_len=32, layers=layers_to_cache(POOL_LAYERS, [k]),
                 dtype=dtype)
-    cached = FeatureSet(cache, states=topk_state_indices(L, POOL_LAYERS, k), padding_side=side)
-    cfg = TrainConfig(epochs=1, batch_size=4, lr=1e-3, dropout=0.0, trainable_layers=k,
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=1e-3, dropout=0.0, trainable_layers={arch: k},
                       options={"layers_concat": {"layers": POOL_LAYERS}})
     torch.manual_seed(1)
-    topk = build_topk_classifier(pooling, family, bb, cfg, POOL_LAYERS)
+    topk = build_topk_classifier(pooling, family, bb, cfg, POOL_LAYERS,
+                                 k=resolve_trainable_layers(cfg.trainable_layers, arch))
+    assert topk.cache_states == topk_state_indices(L, POOL_LAYERS, k)
+    cached = FeatureSet(cache, states=topk.cache_states, padding_side=side)
     live_bb = copy.deepcopy(bb)
     set_trainable_layers(live_bb, k)
     live = build_classifier(pooling, family, H, POOL_LAYERS, cfg, live_bb, live_bb)
@@ -168,6 +170,10 @@ def test_the_cache_layout_and_its_errors(tmp_path):
     assert topk_state_indices(6, 1, 2) == [4]             # poolings of the final layer only: just the entry
     with pytest.raises(ValueError, match="between 1 and"):
         topk_state_indices(6, 4, 7)
+    assert resolve_trainable_layers({"minilm-l6": 2, "smollm2-135m": 1}, "smollm2-135m") == 1
+    assert resolve_trainable_layers(2, "any") == 2 and resolve_trainable_layers("all", "any") == "all"
+    with pytest.raises(ValueError, match="not the model"):
+        resolve_trainable_layers({"minilm-l6": 2}, "gpt2")
     bb, tok = backbone("bert", 4), tokenizer(True)
     info = extract(texts(5), bb, tok, tmp_path / "c", truncation="head", max_len=16, layers=2)
     assert info["state_indices"] == [3, 4] and info["dtype"] == "float16"

@@ -44,6 +44,15 @@ def layers_to_cache(cache_layers: int, trainable_layers=()) -> int:
     return max([int(cache_layers), *[k + 1 for k in ks]])
 
 
+def resolve_trainable_layers(value, model: str):
+    """A regime's ``trainable_layers`` for one model: an int, ``"all"``, or a {model: int} mapping."""
+    if isinstance(value, dict):
+        if model not in value:
+            raise ValueError(f"trainable_layers names {sorted(value)}, not the model {model!r}")
+        return value[model]
+    return value
+
+
 def topk_state_indices(num_hidden_layers: int, pool_layers: int, k: int) -> list[int]:
     """``hidden_states`` indices a top-``k`` classifier reads from the cache, oldest first.
 

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from .encoding import encode
 from .features import backbone_hidden_states, pad_batch
 from .pooling import ClassifierHead, PoolingContext, build_pooling
-from .topk import TopLayers, autocast, resolve_precision
+from .topk import TopLayers, autocast, resolve_precision, topk_state_indices
 
 
 class TrainingError(RuntimeError):
@@ -174,23 +174,27 @@ def build_classifier(name: str, family: str, hidden_size: int, layers: int, cfg:
 
 
 def build_topk_classifier(name: str, family: str, backbone: nn.Module, cfg: TrainConfig, layers: int,
-                          device: torch.device | None = None) -> Classifier:
-    """The ``topk`` regime's classifier: copies of the top ``cfg.trainable_layers`` layers of
-    ``backbone`` (plus a decoder's final norm) as a :class:`~poolbench.topk.TopLayers`, the pooling
-    (BERT's pooler copied into the ``pooler`` pooling, trainable) and the head. Nothing else of the
-    backbone is kept: the caller may drop it. Its data is a :class:`~poolbench.features.FeatureSet`
-    opened with ``states=topk_state_indices(L, layers, k)``.
+                          device: torch.device | None = None, k: int | None = None) -> Classifier:
+    """The ``topk`` regime's classifier: copies of the top ``k`` (default ``cfg.trainable_layers``)
+    layers of ``backbone`` (plus a decoder's final norm) as a :class:`~poolbench.topk.TopLayers`,
+    the pooling over the last ``layers`` states (BERT's pooler copied into the ``pooler`` pooling,
+    trainable) and the head. Nothing else of the backbone is kept: the caller may drop it.
+
+    Its data: ``FeatureSet(cache, states=model.cache_states)`` (the entry state ``L-k`` and the
+    frozen states below it that the pooling sees).
     """
-    k = cfg.trainable_layers
-    if k == "all" or int(k) < 1:
+    k = cfg.trainable_layers if k is None else k
+    if k == "all" or not isinstance(k, int) or k < 1:
         raise TrainingError(f"the topk regime needs trainable_layers >= 1, got {k!r} "
                             f"(full fine-tuning is the finetune regime)")
     try:
-        top = TopLayers(backbone, int(k))
+        top = TopLayers(backbone, k)
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
-    return build_classifier(name, family, backbone.config.hidden_size, layers, cfg, backbone, None,
-                            top=top, device=device)
+    model = build_classifier(name, family, backbone.config.hidden_size, layers, cfg, backbone, None,
+                             top=top, device=device)
+    model.cache_states = topk_state_indices(top.num_hidden_layers, layers, k)
+    return model
 
 
 def train(model: Classifier, data, cfg: TrainConfig, seed: int, desc: str = "train", val=None,
