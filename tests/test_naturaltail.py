@@ -109,6 +109,7 @@ def test_selects_exactly_the_reviews_that_fit_the_rule(table):
     sign = np.where(table["label"] == 1, 1, -1)
     assert (sign * table["vader_verdict"] >= 0.5).all() and (sign * table["afinn_verdict"] > 0).all()
     assert (table["p_label_body"] <= nt.DEFAULTS["body_max_p"]).all()
+    assert (sign * table["vader_body"] <= nt.DEFAULTS["body_vader_max"]).all()
 
 
 def test_variants_are_clean_and_the_verdict_is_where_declared(table):
@@ -143,6 +144,7 @@ def test_integrity_catches_a_broken_table(table):
 def test_threshold_is_applied(train_with_leak, test_reviews, table):
     strict = nt.build(train_with_leak, test_reviews, {**CFG, "body_max_p": 1e-6})
     assert len(strict) == 0 and list(strict.columns) == nt.COLUMNS
+    assert len(nt.build(train_with_leak, test_reviews, {**CFG, "body_vader_max": -0.99})) == 0
     lax = nt.build(train_with_leak, test_reviews, {**CFG, "vader_threshold": 0.99})
     assert len(lax) < len(table)
 
@@ -160,7 +162,8 @@ def test_checks_datasheet_and_write(tmp_path, train_with_leak, test_reviews, tab
     assert out["sizes"]["tail/original"] == {"items": 2, "label_0": 1, "label_1": 1}
     assert out["reviews"] == {"tail": 2, "head": 1, "distinct": 3, "in_both_sets": 0, "distinct_films": 3}
     assert out["bow_accuracy"]["tail/removed"] == 0.0  # by construction
-    assert out["bow_accuracy"]["tail/moved"] == out["bow_accuracy"]["tail/original"]  # word order is invisible
+    assert set(out["bow_accuracy"]) == {f"{s}/{v}" for s in nt.SETS for v in nt.VARIANTS}
+    assert out["per_set"]["tail"]["body_vader_signed_median"] <= nt.DEFAULTS["body_vader_max"]
     assert out["per_set"]["tail"]["verdict_starts_with_connective"] == 1.0  # "But honestly", "Still,"
     json.dumps(out)  # serialisable
     paths = [tmp_path / "natural.parquet", tmp_path / "checks.json", tmp_path / "DATASHEET.md"]
@@ -168,7 +171,7 @@ def test_checks_datasheet_and_write(tmp_path, train_with_leak, test_reviews, tab
     sheet = paths[2].read_text()
     assert hashlib.sha256(paths[0].read_bytes()).hexdigest() in sheet
     assert "| tail | original | 2 | 1 | 1 |" in sheet and "| head | moved | 1 | 0 | 1 |" in sheet
-    assert "≤ 0.3" in sheet and "≥ 0.5" in sheet
+    assert "≤ 0.5 on the body alone" in sheet and "≥ 0.5 in the rating" in sheet and "≤ -0.05" in sheet
     pd.testing.assert_frame_equal(pd.read_parquet(paths[0]), table)
 
 

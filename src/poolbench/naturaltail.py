@@ -14,10 +14,12 @@ Selection rule (deterministic; thresholds in :data:`DEFAULTS`, see :func:`config
    ``verdict_min_words``–``verdict_max_words`` words, a VADER compound of at least ``vader_threshold``
    in the rating's direction (``label`` 1: ≥ +t; ``label`` 0: ≤ −t) and, when ``afinn_agree``, a
    non-zero AFINN score of the same sign.
-3. **Body reads the other way.** The other sentences (at least ``body_min_sentences`` of them and
-   ``body_min_words`` words) are scored by a TF-IDF + logistic-regression classifier trained on IMDB
-   **train** only (:func:`classifier`); the probability it gives the rating's direction must be at
-   most ``body_max_p``.
+3. **Body reads the other way**, by two readers of different kinds. The other sentences (at least
+   ``body_min_sentences`` of them and ``body_min_words`` words) are scored by a TF-IDF +
+   logistic-regression classifier trained on IMDB **train** only (:func:`classifier`): the
+   probability it gives the rating's direction must be at most ``body_max_p``. And the mean VADER
+   compound of the body's sentences, signed so that the rating's direction is positive, must be at
+   most ``body_vader_max`` (VADER's own neutral band is ±0.05).
 
 Each selected review gives three items (``variant``): ``original`` (the review), ``removed`` (the
 verdict deleted: the body alone) and ``moved`` (the verdict moved to the other end, joined by one
@@ -54,7 +56,8 @@ DEFAULTS = {
     "verdict_max_words": 60,
     "body_min_sentences": 2,
     "body_min_words": 30,
-    "body_max_p": 0.3,  # the classifier's P(rating's direction | body) must be at most this
+    "body_max_p": 0.5,  # the classifier's P(rating's direction | body) must be at most this
+    "body_vader_max": -0.05,  # mean sentence VADER of the body, signed to the rating, must be at most this
     "classifier_C": 4.0,  # inverse L2 strength of the logistic regression
     "classifier_ngrams": 2,  # TF-IDF n-gram range (1, n)
     "workers": 2,  # processes for sentence splitting (the slow step); 1 = in-process
@@ -64,7 +67,7 @@ VARIANTS = ("original", "removed", "moved")
 COLUMNS = [
     "id", "text", "label", "set", "variant", "review_id", "imdb_id", "rating", "url",
     "verdict_start", "verdict_end", "verdict", "n_sentences", "n_words", "verdict_words",
-    "vader_verdict", "afinn_verdict", "p_label_verdict", "p_label_body", "p_label_review",
+    "vader_verdict", "afinn_verdict", "p_label_verdict", "p_label_body", "p_label_review", "vader_body",
 ]
 SCORE_DECIMALS = 6  # stored scores are rounded, so the table does not hinge on the last float bit
 # Integrity checks must hold exactly; the rest of checks() is measurement, never a gate.
@@ -87,6 +90,8 @@ def config(cfg: dict | None) -> dict:
         raise ValueError(f"natural tail set: body_max_p must be in (0, 0.5], got {out['body_max_p']}")
     if not 1 <= out["verdict_min_words"] <= out["verdict_max_words"]:
         raise ValueError("natural tail set: need 1 <= verdict_min_words <= verdict_max_words")
+    if not -1 <= out["body_vader_max"] <= 1:
+        raise ValueError(f"natural tail set: body_vader_max must be in [-1, 1], got {out['body_vader_max']}")
     if out["body_min_sentences"] < 1 or out["body_min_words"] < 1:
         raise ValueError("natural tail set: body_min_sentences and body_min_words must be >= 1")
     if out["classifier_C"] <= 0 or out["classifier_ngrams"] < 1 or out["workers"] < 1:
@@ -276,6 +281,7 @@ def candidates(reviews: pd.DataFrame, spans: list[list[tuple[int, int]]], cfg: d
             if parts is None:
                 continue
             verdict, body, original, start = parts
+            body_spans = sp[:-1] if set_ == "tail" else sp[1:]
             if len(body.split()) < cfg["body_min_words"]:
                 continue
             ok, v, a = _verdict_ok(verdict, label, cfg)
@@ -283,9 +289,11 @@ def candidates(reviews: pd.DataFrame, spans: list[list[tuple[int, int]]], cfg: d
                 rows.append({"set": set_, "label": label, "imdb_id": int(r.id),
                              "rating": int(r.rating) if has_rating else -1, "url": str(r.url) if has_url else "",
                              "verdict": verdict, "body": body, "original": original, "verdict_start": start,
-                             "n_sentences": len(sp), "vader_verdict": v, "afinn_verdict": a})
+                             "n_sentences": len(sp), "vader_verdict": v, "afinn_verdict": a,
+                             "body_sentences": [normalise(r.text[bs:be]) for bs, be in body_spans]})
     return pd.DataFrame(rows, columns=["set", "label", "imdb_id", "rating", "url", "verdict", "body", "original",
-                                       "verdict_start", "n_sentences", "vader_verdict", "afinn_verdict"])
+                                       "verdict_start", "n_sentences", "vader_verdict", "afinn_verdict",
+                                       "body_sentences"])
 
 
 def _items(c) -> list[dict]:
@@ -295,7 +303,7 @@ def _items(c) -> list[dict]:
               "url": c.url, "verdict": c.verdict, "n_sentences": c.n_sentences,
               "verdict_words": len(c.verdict.split()), "vader_verdict": c.vader_verdict,
               "afinn_verdict": c.afinn_verdict, "p_label_verdict": c.p_label_verdict,
-              "p_label_body": c.p_label_body, "p_label_review": c.p_label_review}
+              "p_label_body": c.p_label_body, "p_label_review": c.p_label_review, "vader_body": c.vader_body}
     out = []
     for variant, text, s, e in (("original", c.original, c.verdict_start, c.verdict_start + len(c.verdict)),
                                 ("removed", c.body, -1, -1),
@@ -328,7 +336,14 @@ def build(train_reviews: pd.DataFrame, test_reviews: pd.DataFrame, cfg: dict | N
             cand[col] = cand[col].round(SCORE_DECIMALS)
     else:
         cand = cand.assign(p_label_body=[], p_label_verdict=[], p_label_review=[])
-    chosen = cand[cand["p_label_body"] <= cfg["body_max_p"]]
+    chosen = cand[cand["p_label_body"] <= cfg["body_max_p"]].copy()
+    # VADER over every body sentence is slow, so only for the bodies the classifier already passed.
+    chosen["vader_body"] = [round(float(np.mean([vader(x) for x in ss if x] or [0.0])), SCORE_DECIMALS)
+                            for ss in chosen["body_sentences"]]
+    signed = np.where(chosen["label"] == 1, 1.0, -1.0) * chosen["vader_body"]
+    _log(f"{len(chosen):,} pass the classifier (P <= {cfg['body_max_p']}), {int((signed <= cfg['body_vader_max']).sum()):,} "
+         f"also VADER on the body (<= {cfg['body_vader_max']})")
+    chosen = chosen[signed <= cfg["body_vader_max"]]
     rows = [item for c in chosen.itertuples(index=False) for item in _items(c)]
     table = pd.DataFrame(rows, columns=COLUMNS)
     order = {"set": {s: i for i, s in enumerate(SETS)}, "variant": {v: i for i, v in enumerate(VARIANTS)}}
@@ -389,10 +404,11 @@ def checks(table: pd.DataFrame, train_reviews: pd.DataFrame, test_reviews: pd.Da
     """Integrity (must all be True) and sanity measurements of the set; never raises on a measurement.
 
     Measurements: sizes and label balance per set × variant; the selecting classifier's accuracy on
-    IMDB test (when ``test_reviews`` is given); its accuracy per set × variant (low on ``original`` and
-    0 on ``removed`` *by construction*: that is the selection, not a finding; ``moved`` equals
-    ``original`` for a bag of words); and independent readings not used for selection: VADER and
-    AFINN on the body (sum over its sentences), and a discourse-connective count on the verdicts.
+    IMDB test (when ``test_reviews`` is given); its accuracy per set × variant (0 on ``removed`` *by
+    construction*, and low on ``original``, which is the same words plus one sentence: that is the
+    selection, not a finding; ``moved`` differs from ``original`` only by the bigrams at the joins);
+    readings not used for selection (the classifier on the verdict alone, AFINN on the body); and the
+    share of verdicts opening with a connective ("But", "Overall"), which a moved verdict carries along.
     """
     cfg = config(cfg)
     out: dict = {"integrity": integrity(table)}
@@ -415,16 +431,14 @@ def checks(table: pd.DataFrame, train_reviews: pd.DataFrame, test_reviews: pd.Da
     per = {}
     for s, g in orig.groupby("set", sort=False):
         sign = np.where(g["label"] == 1, 1.0, -1.0)
-        body_sents = [" ".join(t.split()) for t in table[(table["set"] == s) & (table["variant"] == "removed")]["text"]]
-        body_vader = np.array([np.mean([vader(x) for x in sentences(b)] or [0.0]) for b in body_sents])
-        body_afinn = np.array([afinn(b) for b in body_sents])
+        body_afinn = np.array([afinn(b) for b in table[(table["set"] == s) & (table["variant"] == "removed")]["text"]])
         opens = g["verdict"].str.lower().map(lambda v: v.startswith(CONNECTIVES))
         per[s] = {
             "n": int(len(g)),
             "vader_verdict_min_median": [float((sign * g["vader_verdict"]).min()), float((sign * g["vader_verdict"]).median())],
             "classifier_agrees_on_verdict_alone": float((g["p_label_verdict"] > 0.5).mean()),
             "p_label_body_median": float(g["p_label_body"].median()),
-            "body_mean_sentence_vader_other_way": float((sign * body_vader < 0).mean()),
+            "body_vader_signed_median": float((sign * g["vader_body"]).median()),
             "body_afinn_other_way": float((sign * body_afinn < 0).mean()),
             "verdict_starts_with_connective": float(opens.mean()),
             "words_median": float(g["n_words"].median()),
@@ -528,7 +542,8 @@ def datasheet(table: pd.DataFrame, checks_out: dict, cfg: dict | None = None) ->
         f"4. **Body reads the other way**: ≥ {cfg['body_min_sentences']} sentences and ≥ {cfg['body_min_words']} words; "
         f"a TF-IDF (1–{cfg['classifier_ngrams']}-grams, sublinear tf, min_df 2) + L2 logistic regression "
         f"(C = {cfg['classifier_C']}, liblinear, seed {cfg['seed']}) trained on the 25,000 IMDB **train** reviews "
-        f"gives the rating's direction a probability ≤ {cfg['body_max_p']} on the body alone.",
+        f"gives the rating's direction a probability ≤ {cfg['body_max_p']} on the body alone; **and** the mean VADER "
+        f"compound of the body's sentences, signed to the rating's direction, is ≤ {cfg['body_vader_max']}.",
         "5. Variants per selected (review, set): `original` (the review; verdict at its end), `removed` (the body alone; "
         "`verdict_start = verdict_end = -1`), `moved` (the verdict moved to the other end, one-space joins). `label` is "
         "the rating's direction in every variant: on `removed` the text reads the other way, so a model that follows "
@@ -561,7 +576,8 @@ def datasheet(table: pd.DataFrame, checks_out: dict, cfg: dict | None = None) ->
                   f"{checks_out['classifier_imdb_test_accuracy']:.4f}.", ""]
     lines += [
         "Bag-of-words accuracy (the selecting classifier) per set × variant. **By construction**, not a finding: "
-        "`removed` is 0 (that is the selection rule) and `moved` equals `original` (word order is invisible to it).",
+        "`removed` is 0 (that is the selection rule) and `moved` is close to `original` (only the bigrams across the "
+        "verdict's join differ).",
         "",
         "| set | original | removed | moved |",
         "|---|---:|---:|---:|",
@@ -572,11 +588,11 @@ def datasheet(table: pd.DataFrame, checks_out: dict, cfg: dict | None = None) ->
             lines.append(f"| {s} | " + " | ".join(_pct(acc.get(f"{s}/{v}")) for v in VARIANTS) + " |")
     lines += [
         "",
-        "Per set (original items). Readings that the selection did not use: the classifier on the verdict alone, "
-        "VADER (mean sentence compound) and AFINN (sum) on the body.",
+        "Per set (original items). The body's P(label) and VADER are the selection's own scores; the classifier on "
+        "the verdict alone and AFINN (sum) on the body are readings the selection did not use.",
         "",
         "| set | reviews | verdict VADER (signed) min / median | classifier agrees on verdict alone | body P(label) median "
-        "| body VADER reads other way | body AFINN reads other way | verdict opens with a connective | words median "
+        "| body VADER (signed) median | body AFINN reads other way | verdict opens with a connective | words median "
         "| verdict after word 100 |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -584,7 +600,7 @@ def datasheet(table: pd.DataFrame, checks_out: dict, cfg: dict | None = None) ->
         vm, vmed = p["vader_verdict_min_median"]
         lines.append(
             f"| {s} | {p['n']} | {vm:.3f} / {vmed:.3f} | {_pct(p['classifier_agrees_on_verdict_alone'])} | "
-            f"{p['p_label_body_median']:.3f} | {_pct(p['body_mean_sentence_vader_other_way'])} | "
+            f"{p['p_label_body_median']:.3f} | {p['body_vader_signed_median']:+.3f} | "
             f"{_pct(p['body_afinn_other_way'])} | {_pct(p['verdict_starts_with_connective'])} | "
             f"{p['words_median']:.0f} | {_pct(p['verdict_word_start_over_100'])} |"
         )
