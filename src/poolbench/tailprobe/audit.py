@@ -1,0 +1,114 @@
+"""Read and counted: the human reading of a random sample of the probe, committed beside the code.
+
+:func:`audit_sample` draws, with a fixed seed, ``N_VERDICTS`` distinct probe-test verdicts and
+``N_CONTRAST`` probe-test contrast texts. A person reads each and records in ``audit.csv`` the
+label a reader would give (``reader_label``: 0 negative, 1 positive, ``none`` when the verdict
+does not judge the film or the text has no clear overall judgement) and a short note. The first
+line of the file records the config the sample was drawn from.
+
+:func:`check_audit` verifies that the file is the current sample (same ids, same text by
+SHA-256) and counts agreement. When the probe was built from another config (e.g. a smoke run)
+the audit does not apply and the check says so; when the config matches but the sample changed,
+the audit is *stale* and the check fails: the generator changed and must be re-read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .common import VERSION, config, verdict_texts
+
+AUDIT_FILE = Path(__file__).with_name("audit.csv")
+AUDIT_SEED = 20261126
+N_VERDICTS = 100
+N_CONTRAST = 50
+MIN_AGREEMENT = 0.95
+META_KEYS = ("seed", "train_size", "test_size")
+COLUMNS = ["kind", "id", "sha256", "probe_label", "reader_label", "note"]
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def meta_line(cfg: dict) -> str:
+    cfg = config(cfg)
+    return "# tailprobe audit: version=%d %s" % (VERSION, " ".join(f"{k}={cfg[k]}" for k in META_KEYS))
+
+
+def audit_sample(probe: dict[str, pd.DataFrame], seed: int = AUDIT_SEED) -> pd.DataFrame:
+    """The sample to read: kind, id, sha256, probe_label, text (verdict, or the whole contrast text)."""
+    test = probe["test"]
+    rng = np.random.default_rng(seed)
+    v = pd.DataFrame({"id": test["verdict_review_id"], "text": verdict_texts(test), "probe_label": test["label"]})
+    v = v.drop_duplicates("id").sort_values("id").reset_index(drop=True)
+    v = v.iloc[np.sort(rng.choice(len(v), min(N_VERDICTS, len(v)), replace=False))]
+    c = test[test["condition"] == "contrast"].sort_values("id").reset_index(drop=True)
+    c = c.iloc[np.sort(rng.choice(len(c), min(N_CONTRAST, len(c)), replace=False))]
+    c = pd.DataFrame({"id": c["id"], "text": c["text"], "probe_label": c["label"]})
+    out = pd.concat([v.assign(kind="verdict"), c.assign(kind="contrast")], ignore_index=True)
+    out["sha256"] = [sha(t) for t in out["text"]]
+    return out[["kind", "id", "sha256", "probe_label", "text"]]
+
+
+def read_audit(path: Path) -> tuple[dict, pd.DataFrame]:
+    """(meta, rows) of an audit file."""
+    path = Path(path)
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    meta = dict(kv.split("=", 1) for kv in first.split(":", 1)[1].split()) if first.startswith("#") else {}
+    rows = pd.read_csv(path, skiprows=1 if first.startswith("#") else 0, dtype=str, keep_default_na=False)
+    return meta, rows
+
+
+def check_audit(probe: dict[str, pd.DataFrame], cfg: dict) -> dict:
+    """Agreement of the reader's labels with the probe's, per kind; stale / not-applicable detection."""
+    cfg = config(cfg)
+    path = Path(cfg["audit"]) if cfg["audit"] else AUDIT_FILE
+    out = {"threshold": MIN_AGREEMENT, "file": str(path), "sha256_file": None}
+    if not path.is_file():
+        return {**out, "status": "missing", "passed": False, "measured": "no audit file"}
+    out["sha256_file"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    meta, rows = read_audit(path)
+    want = {"version": str(VERSION), **{k: str(cfg[k]) for k in META_KEYS}}
+    if {k: meta.get(k) for k in want} != want:
+        return {**out, "status": "not_applicable", "informational": True, "passed": True,
+                "measured": f"audit made for {meta}, probe built with {want}: not this probe"}
+    sample = audit_sample(probe)
+    mine = rows[["kind", "id", "sha256"]].reset_index(drop=True)
+    theirs = sample[["kind", "id", "sha256"]].astype(str).reset_index(drop=True)
+    if not mine.equals(theirs):
+        merged = mine.merge(theirs, how="outer", indicator=True)
+        changed = int((merged["_merge"] != "both").sum())
+        return {**out, "status": "stale", "passed": False,
+                "measured": f"{changed} audit rows no longer match the probe's sample (ids or text changed): re-read"}
+    unread = rows["reader_label"].isin(["", "?"])
+    if unread.any():
+        return {**out, "status": "incomplete", "passed": False, "measured": f"{int(unread.sum())} rows unread"}
+    agree = rows["reader_label"] == rows["probe_label"].astype(str)
+    per_kind = {}
+    for kind, sel in rows.groupby("kind").groups.items():
+        a = agree.loc[sel]
+        per_kind[kind] = {"n": int(len(a)), "agree": int(a.sum()), "agreement": float(a.mean()),
+                          "not_a_judgement": int((rows.loc[sel, "reader_label"] == "none").sum())}
+    return {**out, "status": "current", "by_kind": per_kind,
+            "passed": all(k["agreement"] >= MIN_AGREEMENT for k in per_kind.values()),
+            "measured": {k: v["agreement"] for k, v in per_kind.items()}}
+
+
+def write_blank(probe: dict[str, pd.DataFrame], cfg: dict, path: Path, reading: Path | None = None) -> pd.DataFrame:
+    """Write an audit file with empty reader labels (and, if ``reading`` is given, a Markdown file to read)."""
+    from poolbench.io import write_text
+
+    sample = audit_sample(probe)
+    rows = sample.assign(reader_label="", note="")[COLUMNS]
+    write_text(path, meta_line(cfg) + "\n" + rows.to_csv(index=False))
+    if reading is not None:
+        lines = []
+        for r in sample.itertuples():
+            lines += [f"## {r.kind} {r.id} (probe label {r.probe_label})", "", r.text, ""]
+        write_text(reading, "\n".join(lines))
+    return rows

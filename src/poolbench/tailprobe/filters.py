@@ -1,0 +1,181 @@
+"""The verdict filter: what makes a sentence a verdict on the film, and the polarity scorers.
+
+A sentence is a *verdict of polarity l* when
+
+1. **content** (:func:`content_reason` returns ``None``): it has ``verdict_min_words`` to
+   ``verdict_max_words`` words, names or points at the work or the viewer's judgement of it
+   (:data:`TARGET`), and matches none of the rejection patterns in :data:`REJECT` (content
+   advisories, lists and postscripts, references to another film, book or version, talk about the
+   review itself, violence / death vocabulary, quotations);
+2. **polarity** (:meth:`Scorer.passes`): VADER's compound is at least ``vader_threshold`` in the
+   direction of l, AFINN's score at least ``afinn_min`` in that direction, and an IMDB-trained
+   bag-of-words gives l a probability of at least ``classifier_min``.
+
+Body sentences may not pass the polarity part in either direction (a body has no verdict of its own).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from poolbench.text import clean
+
+from .common import afinn, film_id, log, vader
+
+_I = re.IGNORECASE
+# Rejection patterns, by reason. Applied to the normalised sentence.
+REJECT: dict[str, re.Pattern] = {
+    "advisory": re.compile(
+        r"\brated\b|\bmpaa\b|\bpg-?13\b|\bnc-?17\b|\bnudity\b|\bprofanity\b|\bsexual(ity)?\b|\bsex\b|"
+        r"\bdrugs?\b|\bparent(s|al)?\b|\bsuitable\b|\bappropriate\b|\bkids?\b|\bchildren\b|\bteens?\b",
+        _I,
+    ),
+    "list_or_postscript": re.compile(
+        r"^\W*p\.?\s?s\b|\btop\s*\d+|(^|\s)\d+\s*[.)]\s|\(\d\)|:\s*\S+\s*,\s*\S+\s*,|;.*;|\bnotes?\b|\bfact\b",
+        _I,
+    ),
+    "other_work": re.compile(
+        r"\b(sequels?|prequels?|remakes?|versions?|adaptations?|books?|novels?|comics?|trilogy|franchise|"
+        r"compare[ds]?|comparison|unlike)\b|"
+        r"\bthe original\b|\bif you (liked?|loved?|enjoy(ed)?)\b|\b(19|20)\d\d\b|\bother (movies?|films?)\b",
+        _I,
+    ),
+    "proper_name_comparison": re.compile(r"\b(than|like|as|of)\s+(the\s+)?[A-Z][a-z]+\s+[A-Z]"),
+    "about_the_review": re.compile(
+        r"\breviews?\b|\breviewers?\b|\bcomments?\b|\bimdb\b|\bspoilers?\b|\bvot(e|ed|ing)\b|\bthank|\bsummary\b|"
+        r"\bread(ing)?\b|\bpeople (say|said)\b|\bcritics?\b",
+        _I,
+    ),
+    "violence_or_death": re.compile(
+        r"\b(kill\w*|murder\w*|death|deaths|dead|die|dies|died|dying|blood\w*|violen\w*|gore|gory|rap(e|ed|es|ist)|"
+        r"tortur\w*|suicide|war|wars|gun\w*|shoot\w*|corpse|zombies?|horror)\b",
+        _I,
+    ),
+    "quotation": re.compile(r"[\"“”]|(^|\s)'[^']+'(\s|[.,!?]|$)"),
+    "question": re.compile(r"\?"),
+}
+# A verdict points at the work (or at the viewer's judgement of it).
+TARGET = re.compile(
+    r"\b(movies?|films?|flick|picture|show|series|episodes?|story|plot|script|acting|actors?|actress|"
+    r"performances?|cast|watch\w*|see|seen|recommend\w*|direct\w*|cinema|masterpiece|classic|documentary|"
+    r"cartoon|comedy|drama|thriller|musical|animation|it|it's|this|one)\b|/\s*10\b|out of (10|ten|5|five)",
+    _I,
+)
+
+
+def content_reason(sentence: str, cfg: dict) -> str | None:
+    """Why ``sentence`` cannot be a verdict on the film (a short reason), or ``None`` if it can."""
+    n_words = len(sentence.split())
+    if not cfg["verdict_min_words"] <= n_words <= cfg["verdict_max_words"]:
+        return "length"
+    for reason, pattern in REJECT.items():
+        if pattern.search(sentence):
+            return reason
+    if not TARGET.search(sentence):
+        return "no_target"
+    return None
+
+
+def _lower_clean(text: str) -> str:
+    return clean(text).lower()
+
+
+def bag_of_words():
+    """TF-IDF (unigrams) + logistic regression: the IMDB-trained classifier used everywhere here."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(
+        TfidfVectorizer(preprocessor=_lower_clean, min_df=2, sublinear_tf=True),
+        LogisticRegression(C=4.0, solver="liblinear", max_iter=1000),
+    )
+
+
+def film_fold(film: str) -> int:
+    """Cross-fitting fold (0 or 1) of a film, from its IMDB title number."""
+    digits = re.sub(r"\D", "", film)
+    return int(digits) % 2 if digits else len(film) % 2
+
+
+_MODELS: dict[str, dict] = {}  # content hash of IMDB train -> fitted models (one entry: builds and checks share it)
+
+
+def imdb_models(train_reviews: pd.DataFrame) -> dict:
+    """``{"full": model, 0: model, 1: model}``: the bag-of-words on all of IMDB train and on each
+    fold's complement (folds by film). Fitted once per distinct ``train_reviews`` (content-hashed)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for col in ("text", "label", "url"):
+        if col in train_reviews:
+            h.update(pd.util.hash_pandas_object(train_reviews[col], index=False).to_numpy().tobytes())
+    digest = h.hexdigest()
+    if digest not in _MODELS:
+        texts = train_reviews["text"].tolist()
+        labels = train_reviews["label"].to_numpy()
+        models = {"full": bag_of_words().fit(texts, labels)}
+        if "url" in train_reviews:
+            folds = np.array([film_fold(film_id(u)) for u in train_reviews["url"]])
+            for k in (0, 1):
+                models[k] = bag_of_words().fit([t for t, f in zip(texts, folds) if f != k], labels[folds != k])
+        else:  # no film ids: the in-sample model (probe-train's verdict selection is then optimistic)
+            models[0] = models[1] = models["full"]
+        _MODELS.clear()
+        _MODELS[digest] = models
+        log(f"bag-of-words classifiers trained on {len(texts)} IMDB train reviews")
+    return _MODELS[digest]
+
+
+class Scorer:
+    """Sentence polarity by VADER, AFINN and an IMDB-trained bag-of-words.
+
+    The bag-of-words is trained on IMDB train reviews. Sentences of IMDB *train* reviews are scored
+    by a model that never saw their film (two folds by film, cross-fitted); sentences of test
+    reviews by the model trained on all of IMDB train. :attr:`full` is the all-train model.
+    """
+
+    def __init__(self, train_reviews: pd.DataFrame, cfg: dict):
+        self.cfg = cfg
+        models = imdb_models(train_reviews)
+        self.full = models["full"]
+        self.fold_models = {0: models[0], 1: models[1]}
+
+    def model_for(self, split: str, film: str):
+        return self.full if split != "train" else self.fold_models[film_fold(film)]
+
+    def score(self, sentences: list[str], split: str, film: str) -> np.ndarray:
+        """Array (n, 3): VADER compound, AFINN score, P(positive) of the bag-of-words.
+
+        AFINN and the bag-of-words are only computed where |VADER| reaches ``vader_threshold``
+        (elsewhere 0 and 0.5): the polarity filter needs all three.
+        """
+        if not sentences:
+            return np.zeros((0, 3))
+        out = np.zeros((len(sentences), 3))
+        out[:, 0] = [vader().polarity_scores(s)["compound"] for s in sentences]
+        out[:, 2] = 0.5
+        # AFINN and the classifier only where VADER can pass (the filter needs all three): speed
+        strong = np.flatnonzero(np.abs(out[:, 0]) >= self.cfg["vader_threshold"])
+        if len(strong):
+            out[strong, 1] = [afinn().score(sentences[i]) for i in strong]
+            out[strong, 2] = self.model_for(split, film).predict_proba([sentences[i] for i in strong])[:, 1]
+        return out
+
+    def passes(self, scores: np.ndarray, label: int) -> np.ndarray:
+        """Rows of ``scores`` that pass the polarity part of the verdict filter for ``label``."""
+        cfg = self.cfg
+        sign = 1 if label == 1 else -1
+        p_label = scores[:, 2] if label == 1 else 1 - scores[:, 2]
+        return (
+            (sign * scores[:, 0] >= cfg["vader_threshold"])
+            & (sign * scores[:, 1] >= cfg["afinn_min"])
+            & (p_label >= cfg["classifier_min"])
+        )
+
+    def verdict_like(self, scores: np.ndarray) -> np.ndarray:
+        """Rows that pass the polarity filter in either direction (not allowed in a body)."""
+        return self.passes(scores, 0) | self.passes(scores, 1)
