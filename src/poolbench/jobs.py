@@ -173,15 +173,17 @@ def aggregate(smk) -> None:
 def figures(smk) -> None:
     from .analysis import accuracy_by_pooling
 
-    accuracy_by_pooling(pd.read_csv(smk.input.runs), Path(smk.output.accuracy))
+    accuracy_by_pooling(pd.read_csv(smk.input.stats), Path(smk.output.accuracy))
 
 
 def statistics(smk) -> None:
-    """Pooling comparisons on every dataset; tail-probe cells for probe runs and for transfer."""
+    """Pooling comparisons (one Holm family), tail-probe cells for probe runs and for transfer."""
     from . import analysis
 
     preds = analysis.read_predictions([Path(p) for p in smk.input.predictions])
-    write_csv(smk.output.pooling, analysis.pooling_stats(preds), float_format="%.6g")
+    stats, comps = analysis.pooling_stats(preds), analysis.comparisons(preds)
+    write_csv(smk.output.pooling, stats, float_format="%.6g")
+    write_csv(smk.output.comparisons, comps, float_format="%.6g")
     probe = preds[preds["dataset"] == "tailprobe"]
     cells = analysis.probe_cells(probe) if len(probe) else pd.DataFrame()
     write_csv(smk.output.probe, cells, float_format="%.6g")
@@ -190,15 +192,15 @@ def statistics(smk) -> None:
               float_format="%.6g")
     if smk.output.get("figure"):
         analysis.tailprobe_figure(cells, Path(smk.output.figure))
-    stats = pd.read_csv(smk.output.pooling)
-    write_text(smk.output.digest, analysis.markdown_summary(stats, cells))
+    write_text(smk.output.digest, analysis.markdown_summary(stats, comps, cells))
 
 
 def paper_numbers(smk) -> None:
     from .paper import write
 
-    checks = smk.input.get("checks")
-    write(Path(smk.input.runs).parent, Path(checks) if checks else None, Path(smk.output.numbers).parent)
+    i = smk.input
+    write(runs=i.runs, stats=i.stats, comparisons=i.comparisons, probe=i.probe, transfer=i.transfer,
+          checks=i.get("checks") or None, out={key: Path(path) for key, path in smk.output.items()})
 
 
 def paper(smk) -> None:

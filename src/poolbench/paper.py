@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .io import write_text
+
 DIGITS = dict(zip("0123456789", ["Zero", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine"]))
 
 
@@ -222,27 +224,32 @@ CI_NOTE = ("95\\% CIs and $p$ from a paired bootstrap over test units and seeds;
            "of the study; $^*$: Holm $p<0.05$.")
 
 
-def write(summary_dir: Path, checks_file: Path | None, out_dir: Path) -> None:
-    runs = pd.read_csv(summary_dir / "runs.csv")
-    stats = pd.read_csv(summary_dir / "pooling_stats.csv")
-    read = lambda f: pd.read_csv(f) if f.is_file() and f.stat().st_size > 1 else pd.DataFrame()  # noqa: E731
-    comps = read(summary_dir / "comparisons.csv")
-    cells, transfer = read(summary_dir / "tailprobe_cells.csv"), read(summary_dir / "transfer_tailprobe_cells.csv")
-    checks = json.loads(checks_file.read_text()) if checks_file and checks_file.is_file() else None
+def write(*, runs: Path, stats: Path, comparisons: Path, probe: Path, transfer: Path, checks: Path | None,
+          out: dict[str, Path]) -> None:
+    """Write the paper's macros and tables (``out``: numbers, imdb, superlatives, probe, probe_pooling)."""
+    def read(f):
+        return pd.read_csv(f) if Path(f).stat().st_size > 1 else pd.DataFrame()  # an empty table is one newline
+
+    runs, stats, comps = pd.read_csv(runs), pd.read_csv(stats), read(comparisons)
+    cells, transfer = read(probe), read(transfer)
+    checks = json.loads(Path(checks).read_text()) if checks else None
     note = CI_NOTE.format(n=len(comps))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "numbers.tex").write_text(numbers(runs, stats, comps, cells, transfer, checks))
-    (out_dir / "tab_imdb.tex").write_text(pooling_table(
-        stats, comps, "imdb", "IMDB test accuracy (\\%) by pooling, frozen backbones, and the difference to the "
-        "family's baseline (points). " + note, "tab:imdb"))
-    (out_dir / "tab_superlatives.tex").write_text(superlatives_table(
-        comps, "The test behind each superlative: best = most accurate pooling $-$ runner-up; worst = least "
-        "accurate $-$ the next one up (points). " + note, "tab:superlatives"))
-    if not cells.empty:
-        (out_dir / "tab_probe.tex").write_text(probe_table(
+    tables = {
+        "numbers": numbers(runs, stats, comps, cells, transfer, checks),
+        "imdb": pooling_table(
+            stats, comps, "imdb", "IMDB test accuracy (\\%) by pooling, frozen backbones, and the difference to the "
+            "family's baseline (points). " + note, "tab:imdb"),
+        "superlatives": superlatives_table(
+            comps, "The test behind each superlative: best = most accurate pooling $-$ runner-up; worst = least "
+            "accurate $-$ the next one up (points). " + note, "tab:superlatives"),
+        # Without probe runs these stay (declared outputs), holding only a comment.
+        "probe": "% no tail-probe runs in this study\n" if cells.empty else probe_table(
             cells, comps, "Tail-probe accuracy (\\%) on long \\emph{contrast} examples by verdict position "
             "(pooled over seeds), and the position effect end $-$ start (points). Chance is 50; following the "
-            "body gives 0. " + note, "tab:probe"))
-        (out_dir / "tab_probe_pooling.tex").write_text(pooling_table(
+            "body gives 0. " + note, "tab:probe"),
+        "probe_pooling": "% no tail-probe runs in this study\n" if cells.empty else pooling_table(
             stats, comps, "tailprobe", "Tail-probe test accuracy (\\%) by pooling and the difference to the "
-            "family's baseline (points). " + note, "tab:probepool"))
+            "family's baseline (points). " + note, "tab:probepool"),
+    }
+    for name, text in tables.items():
+        write_text(out[name], text)

@@ -44,6 +44,7 @@ rule statistics:
         transfer=transfer_files("tailprobe"),
     output:
         pooling=report(R("summary/pooling_stats.csv"), caption="../report/pooling_stats.rst", category="Tables"),
+        comparisons=report(R("summary/comparisons.csv"), caption="../report/comparisons.rst", category="Tables"),
         probe=report(R("summary/tailprobe_cells.csv"), caption="../report/tailprobe_cells.rst", category="Tables"),
         transfer=report(R("summary/transfer_tailprobe_cells.csv"), caption="../report/transfer_cells.rst",
                         category="Tables"),
@@ -66,6 +67,7 @@ rule paper_numbers:
     input:
         runs=R("summary/runs.csv"),
         stats=R("summary/pooling_stats.csv"),
+        comparisons=R("summary/comparisons.csv"),
         probe=R("summary/tailprobe_cells.csv"),
         transfer=R("summary/transfer_tailprobe_cells.csv"),
         checks=probe_reports()[:1],
@@ -74,6 +76,7 @@ rule paper_numbers:
         imdb=P("tab_imdb.tex"),
         probe=P("tab_probe.tex"),
         probe_pooling=P("tab_probe_pooling.tex"),
+        superlatives=P("tab_superlatives.tex"),
     log:
         S("logs/analysis/paper_numbers.log"),
     threads: 1

@@ -183,13 +183,14 @@ def figure_files():
 
 
 def paper_files():
-    return [P("numbers.tex"), P("tab_imdb.tex"), P("tab_probe.tex"), P("tab_probe_pooling.tex")] if PAPER else []
+    names = ["numbers.tex", "tab_imdb.tex", "tab_probe.tex", "tab_probe_pooling.tex", "tab_superlatives.tex"]
+    return [P(name) for name in names] if PAPER else []
 
 
 def all_targets():
     """Committed outputs only: a fresh clone with every result committed has nothing to train."""
     return [*(out for run in RUNS for out in run_outputs(run)), R("summary/runs.csv"), R("summary/pooling_stats.csv"),
-            R("summary/RESULTS.md"), *figure_files(), *probe_reports(), *paper_files()]
+            R("summary/comparisons.csv"), R("summary/RESULTS.md"), *figure_files(), *probe_reports(), *paper_files()]
 
 
 for run, message in stale_runs(config, RUNS, RESULTS):
