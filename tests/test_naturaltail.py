@@ -72,7 +72,7 @@ def train_with_leak(train, test_reviews):
     return pd.concat([train, leak], ignore_index=True)
 
 
-CFG = {"body_min_words": 10, "workers": 1}
+CFG = {"body_min_words": 10}
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +193,33 @@ def test_split_at_end_keeps_the_reviews_own_separator():
     moved, s, e = nt.compose(verdict, body, "end")
     assert moved == "but the cast was lovely. Overall a dreadful film. It dragged on...." and moved[s:e] == verdict
     assert nt.split_at_end("One sentence only.", [(0, 18)], "tail") is None
+
+
+# The rule as measured on 2026-11-26 (pinned here, so a change of DEFAULTS does not silently change this test).
+REAL_CFG = {"vader_threshold": 0.5, "afinn_agree": True, "verdict_min_words": 3, "verdict_max_words": 60,
+            "body_min_sentences": 2, "body_min_words": 30, "body_max_p": 0.5, "body_vader_max": -0.05,
+            "classifier_C": 4.0, "classifier_ngrams": 2, "seed": 0}
+
+
+@pytest.mark.slow
+def test_real_imdb_slice_selects_the_measured_reviews(data_dir):
+    """Full IMDB train for the classifier; the test reviews with id < 500 in each class (1,000 of 25,000)."""
+    train = pd.read_parquet(data_dir / "imdb" / "train.parquet")
+    test = pd.read_parquet(data_dir / "imdb" / "test.parquet")
+    test = test[test["id"] < 500].reset_index(drop=True)
+    table = nt.build(train, test, REAL_CFG, workers=1)
+    orig = table[table["variant"] == "original"]
+    assert sorted(zip(orig["set"], orig["review_id"])) == [
+        ("head", "test-neg-109"), ("head", "test-neg-17"), ("head", "test-neg-281"), ("head", "test-pos-382"),
+        ("tail", "test-neg-17"), ("tail", "test-neg-453"), ("tail", "test-pos-101"), ("tail", "test-pos-382"),
+    ]
+    out = nt.checks(table, train, test, REAL_CFG)
+    assert out["integrity_passed"], out["integrity"]
+    assert out["classifier_imdb_test_accuracy"] >= 0.88  # 0.905 on all of IMDB test
+    assert out["bow_accuracy"]["tail/removed"] == 0.0 and out["bow_accuracy"]["head/removed"] == 0.0
+    raw = dict(zip(test["label"].map({0: "neg", 1: "pos"}) + "-" + test["id"].astype(str), test["text"]))
+    for r in orig.itertuples():
+        assert r.text == nt.normalise(raw[r.review_id[len("test-"):]])  # whitespace is all that changed
+    pos = table[table["review_id"] == "test-pos-101"].set_index(["set", "variant"])
+    assert pos.loc[("tail", "original"), "text"].endswith("it's amazingly compelling and not like anything I've ever seen before.")
+    assert pos.loc[("tail", "moved"), "text"].startswith("This is when the film becomes exciting")

@@ -60,7 +60,6 @@ DEFAULTS = {
     "body_vader_max": -0.05,  # mean sentence VADER of the body, signed to the rating, must be at most this
     "classifier_C": 4.0,  # inverse L2 strength of the logistic regression
     "classifier_ngrams": 2,  # TF-IDF n-gram range (1, n)
-    "workers": 2,  # processes for sentence splitting (the slow step); 1 = in-process
 }
 SETS = ("tail", "head")  # tail: verdict is the last sentence; head (mirror): the first
 VARIANTS = ("original", "removed", "moved")
@@ -94,8 +93,8 @@ def config(cfg: dict | None) -> dict:
         raise ValueError(f"natural tail set: body_vader_max must be in [-1, 1], got {out['body_vader_max']}")
     if out["body_min_sentences"] < 1 or out["body_min_words"] < 1:
         raise ValueError("natural tail set: body_min_sentences and body_min_words must be >= 1")
-    if out["classifier_C"] <= 0 or out["classifier_ngrams"] < 1 or out["workers"] < 1:
-        raise ValueError("natural tail set: need classifier_C > 0, classifier_ngrams >= 1, workers >= 1")
+    if out["classifier_C"] <= 0 or out["classifier_ngrams"] < 1:
+        raise ValueError("natural tail set: need classifier_C > 0 and classifier_ngrams >= 1")
     return out
 
 
@@ -117,11 +116,13 @@ def sentences(text: str) -> list[str]:
 
 def _split_all(texts: list[str], workers: int) -> list[list[tuple[int, int]]]:
     """:func:`poolbench.text.sentence_spans` of every text, in ``workers`` processes (pysbd is the slow step)."""
-    if workers <= 1 or len(texts) < 200:
-        return [sentence_spans(t) for t in texts]
-    from multiprocessing import get_context
+    import multiprocessing
 
-    with get_context("spawn").Pool(workers) as pool:  # spawn: no forked sklearn/torch thread state
+    # fork, not spawn: spawn re-runs the caller's main module in each worker (a Snakemake script would
+    # run its job again). The workers only run pysbd, so fork's thread-state caveats do not apply.
+    if workers <= 1 or len(texts) < 200 or "fork" not in multiprocessing.get_all_start_methods():
+        return [sentence_spans(t) for t in texts]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
         return pool.map(sentence_spans, texts, chunksize=max(1, len(texts) // (8 * workers)))
 
 
@@ -313,8 +314,12 @@ def _items(c) -> list[dict]:
     return out
 
 
-def build(train_reviews: pd.DataFrame, test_reviews: pd.DataFrame, cfg: dict | None = None) -> pd.DataFrame:
-    """The natural tail set: one row per (review, set, variant); see the module docstring for the rule."""
+def build(train_reviews: pd.DataFrame, test_reviews: pd.DataFrame, cfg: dict | None = None,
+          workers: int = 2) -> pd.DataFrame:
+    """The natural tail set: one row per (review, set, variant); see the module docstring for the rule.
+
+    ``workers`` processes split sentences (pysbd, the slow step); the table does not depend on it.
+    """
     cfg = config(cfg)
     for name, df in (("train", train_reviews), ("test", test_reviews)):
         missing = {"text", "label", "id"} - set(df.columns)
@@ -323,7 +328,7 @@ def build(train_reviews: pd.DataFrame, test_reviews: pd.DataFrame, cfg: dict | N
     t0 = time.time()
     reviews = eligible_reviews(train_reviews, test_reviews)
     _log(f"{len(reviews):,} of {len(test_reviews):,} test reviews eligible (not in train, not repeated)")
-    spans = _split_all(reviews["text"].tolist(), cfg["workers"])
+    spans = _split_all(reviews["text"].tolist(), max(1, int(workers)))
     _log(f"sentences split in {time.time() - t0:.1f} s")
     cand = candidates(reviews, spans, cfg)
     _log(f"{len(cand):,} (review, set) candidates with a clear verdict")
@@ -623,8 +628,12 @@ def datasheet(table: pd.DataFrame, checks_out: dict, cfg: dict | None = None) ->
         "",
         "## Known limits",
         "",
-        "- *Reads the other way* means: to an IMDB-trained bag of words. A reader may find a body mixed, neutral "
-        "(plot summary) or ironic; the lexicon readings above measure how often two other tools agree.",
+        "- *Reads the other way* means: to an IMDB-trained bag of words and to VADER, not to a person. Read by hand, "
+        "many bodies are mixed, neutral (plot summary, trivia) or in fact agree with the rating in words both tools "
+        "misread (\"ugly, bleak ... a masterpiece\"); only a minority are a clear turn-around that the verdict "
+        "decides. Labels are the ratings, so they are right; what varies is how much the verdict carries.",
+        "- Some verdicts do not judge the film (a plot line with a polar word, a wish, an aside): VADER and AFINN "
+        "pass them alike.",
         "- Selected against a bag-of-words model: any model close to it (an IMDB-trained linear classifier on "
         "word counts) is below chance on `original` by construction. Absolute accuracies here say nothing about IMDB; "
         "compare models and positions with each other.",
