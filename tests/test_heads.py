@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -96,6 +98,7 @@ def test_loaded_head_reproduces_sklearn_probabilities_through_predict():
     ref = out["reference"]
     assert ref["gap_points"] <= 0.5 and abs(ref["test_accuracy"] - ref["head_test_accuracy"]) < 0.01
     assert out["train_loss"] < np.log(2)
+    json.dumps(out)  # goes into metrics.json as it is
 
 
 def test_pool_features_is_in_row_order():
@@ -160,6 +163,15 @@ def test_learned_pooling_keeps_the_best_lr_and_epoch():
     val = heads.Rows(data, val_rows)
     assert heads.cross_entropy(val.labels, predict(model, val)) == pytest.approx(out["chosen"]["val_loss"], abs=1e-6)
     assert np.isfinite(out["train_loss"])
+    json.dumps(out)
+
+
+def test_head_config_from_a_config_dict():
+    cfg = HeadConfig.from_dict({"c_grid": [1, 0.1], "lr_grid": [1e-2, 1e-3], "val_fraction": 0.2})
+    assert cfg.c_grid == (0.1, 1.0) and cfg.lr_grid == (1e-3, 1e-2) and cfg.cv_folds == 5
+    assert HeadConfig.from_dict(None) == HeadConfig()
+    with pytest.raises(ValueError, match="unknown head setting"):
+        HeadConfig.from_dict({"folds": 3})
 
 
 def test_fit_head_dispatches_fixed_poolings_to_logistic_regression():
