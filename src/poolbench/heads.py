@@ -48,9 +48,12 @@ class HeadConfig:
     tol: float = 1e-6                                     # lbfgs tolerance
     reference_tolerance: float = 0.5                      # accuracy points the head may lag LogisticRegressionCV
     val_fraction: float = 0.15                            # learned poolings: stratified held-out part of train
-    lr_grid: tuple = (3e-4, 1e-3, 3e-3)                   # learned poolings: learning rates tried
+    lr_grid: tuple = (1e-3, 3e-3, 1e-2)                   # learned poolings: learning rates tried (see below)
     patience: int | None = 3                              # epochs without a better validation loss before stopping
     batch_size: int = 64                                  # batch size for pooling features / evaluation
+
+    # lr_grid: MiniLM IMDB attention (head-128, seed 0) reached its lowest validation loss at 3e-3
+    # (0.521; 3e-4: 0.599, 1e-3: 0.545, 1e-2: 0.538), so the default grid brackets it.
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "HeadConfig":
