@@ -108,12 +108,6 @@ def normalise(text: str) -> str:
     return " ".join(clean(text).split())
 
 
-def sentences(text: str) -> list[str]:
-    """The normalised pysbd sentences of a review, in order (empty ones dropped)."""
-    sents = (normalise(text[s:e]) for s, e in sentence_spans(text))
-    return [s for s in sents if s]
-
-
 def _split_all(texts: list[str], workers: int) -> list[list[tuple[int, int]]]:
     """:func:`poolbench.text.sentence_spans` of every text, in ``workers`` processes (pysbd is the slow step)."""
     import multiprocessing
@@ -633,7 +627,9 @@ def datasheet(table: pd.DataFrame, checks_out: dict, cfg: dict | None = None) ->
         "misread (\"ugly, bleak ... a masterpiece\"); only a minority are a clear turn-around that the verdict "
         "decides. Labels are the ratings, so they are right; what varies is how much the verdict carries.",
         "- Some verdicts do not judge the film (a plot line with a polar word, a wish, an aside): VADER and AFINN "
-        "pass them alike.",
+        "pass them alike. First sentences are more often plot openings (\"Five years after the US Civil War, ...\") "
+        "than last sentences are asides, so `head` has more of them; `p_label_verdict` (the classifier on the verdict "
+        "alone) flags some but also rejects clear verdicts, so it is stored, not used.",
         "- Selected against a bag-of-words model: any model close to it (an IMDB-trained linear classifier on "
         "word counts) is below chance on `original` by construction. Absolute accuracies here say nothing about IMDB; "
         "compare models and positions with each other.",
