@@ -239,6 +239,7 @@ def side_cache(a) -> dict:
                            layers=layers_to_cache(CACHE_LAYERS, [TOP_K]), model_name=MODEL)
         out[f"{split}_s"] = time.perf_counter() - t
         out[f"{split}_tokens"] = info["tokens"]
+        out[f"{split}_forward_s"] = info["forward_wall_s"]  # the backbone forward alone (no tokenising)
     out.update(run_s=time.perf_counter() - start, threads=torch.get_num_threads())
     return out
 
@@ -337,7 +338,10 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def report(a, precision: str, peak: float, recipe: dict, fine: dict, cache: dict, topk: list[dict]) -> None:
+def report(a, precision: str, peak: float, recipe: dict, fine: dict, cache: dict, topk: list[dict],
+           acc: dict) -> None:
+    import numpy as np
+
     p = f"[{precision}]"
     pr = lambda s: print(f"{p} {s}", flush=True)  # noqa: E731
     pr(f"GEMM peak ({a.gemm_n}x{a.gemm_n} matmul, {a.threads} threads as the sides, best of 5, before and after): "
@@ -355,8 +359,11 @@ def report(a, precision: str, peak: float, recipe: dict, fine: dict, cache: dict
     for r in topk:
         row(f"poolbench top-{TOP_K} {r['pooling']} seed {r['seed']}", r)
     pr(f"{'poolbench cache (train + test)':<34} {cache['train_s']:8.1f} {cache['test_s']:7.1f} "
-       f"{cache['run_s']:7.1f} {'':>8} {'':>8} {'':>7} {cache['train_tokens'] / cache['train_s']:10.0f} "
-       f"{cache['peak_rss_gb']:11.2f}   (train s = train-set forward, eval s = test-set forward)")
+       f"{cache['run_s']:7.1f} {'':>8} {'':>8} {'':>7} {cache['train_tokens'] / cache['train_forward_s']:10.0f} "
+       f"{cache['peak_rss_gb']:11.2f}   (train s / eval s: tokenising + forward of the train / test set; forward "
+       f"alone {cache['train_forward_s']:.1f} / {cache['test_forward_s']:.1f} s)")
+    pr("train s: the training loop (Trainer.train / poolbench.train.train); eval s: test-set predictions; run s: "
+       "the side's whole run after imports (tokenising, model load, training, test predictions)")
     pr(f"computed tokens per epoch: recipe {recipe['computed_tokens'] // a.epochs}, poolbench "
        f"{fine['computed_tokens'] // a.epochs} (real {fine['real_tokens'] // a.epochs}); threads: recipe "
        f"{recipe['threads']}, poolbench {fine['threads']}; trainable params: recipe {recipe['trainable_params']:,}, "
@@ -384,14 +391,24 @@ def report(a, precision: str, peak: float, recipe: dict, fine: dict, cache: dict
        f"top-{TOP_K} runs: {measured}): recipe "
        f"{GRID_RUNS} x {recipe['run_s']:.1f} s = {seed_grid:.0f} s / poolbench cache {cache['run_s']:.1f} s + "
        f"{GRID_RUNS} x {per_run:.1f} s = {grid:.0f} s: {r_grid:.2f}x  (target >= 3: {verdict(r_grid >= 3)})")
-    diff = fine["accuracy"] - recipe["accuracy"]
+    top_acc = ", ".join(f"{r['pooling']}/s{r['seed']} {r['accuracy']:.3f}" for r in topk)
     n = a.test_size
-    se = (2 * 0.25 / n) ** 0.5  # upper bound on the SE of a difference of two accuracies on n examples
-    pr(f"ACCURACY test ({n} reviews): recipe {recipe['accuracy']:.3f}, poolbench finetune {fine['accuracy']:.3f} "
-       f"(difference {100 * diff:+.1f} points; one seed each, so no seed SD is measured here; binomial SE of a "
-       f"difference <= {100 * se:.1f} points); top-{TOP_K}: "
-       + ", ".join(f"{r['pooling']}/s{r['seed']} {r['accuracy']:.3f}" for r in topk)
-       + f" (lr {a.topk_lr:g})")
+    if len(acc["recipe"]) < 2:
+        diff = fine["accuracy"] - recipe["accuracy"]
+        se = (2 * 0.25 / n) ** 0.5  # upper bound on the SE of a difference of two accuracies on n examples
+        pr(f"ACCURACY test ({n} reviews): recipe {recipe['accuracy']:.3f}, poolbench finetune {fine['accuracy']:.3f} "
+           f"(difference {100 * diff:+.1f} points; one seed each, so no seed SD is measured (--acc-seeds 3 "
+           f"measures it); binomial SE of a difference <= {100 * se:.1f} points); top-{TOP_K}: {top_acc} "
+           f"(lr {a.topk_lr:g})")
+    else:
+        m_r, s_r = float(np.mean(acc["recipe"])), float(np.std(acc["recipe"], ddof=1))
+        m_f, s_f = float(np.mean(acc["finetune"])), float(np.std(acc["finetune"], ddof=1))
+        ok = abs(m_f - m_r) <= max(s_r, s_f)
+        pr(f"ACCURACY test ({n} reviews, {len(acc['recipe'])} seeds each): recipe {m_r:.3f} +- {s_r:.3f} "
+           f"({', '.join(f'{x:.3f}' for x in acc['recipe'])}), poolbench finetune {m_f:.3f} +- {s_f:.3f} "
+           f"({', '.join(f'{x:.3f}' for x in acc['finetune'])}): difference {100 * (m_f - m_r):+.1f} points "
+           f"(target within the larger seed SD, {100 * max(s_r, s_f):.1f}: {verdict(ok)}); top-{TOP_K}: {top_acc} "
+           f"(lr {a.topk_lr:g})")
     sides = [("recipe", recipe), ("finetune", fine), ("cache", cache)] + [(f"top-{TOP_K}", r) for r in topk]
     worst = max(r["peak_rss_gb"] for _, r in sides)
     pr(f"MEMORY peak RSS per side (GB): " + ", ".join(f"{n_} {r['peak_rss_gb']:.2f}" for n_, r in sides[:3])
@@ -429,6 +446,11 @@ def parent(a) -> None:
         print(f"[{precision}] recipe done ({recipe['process_s']:.0f} s)", flush=True)
         fine = spawn(a, "finetune", precision)
         print(f"[{precision}] poolbench finetune done ({fine['process_s']:.0f} s)", flush=True)
+        acc = {"recipe": [recipe["accuracy"]], "finetune": [fine["accuracy"]]}
+        for seed in range(a.seed + 1, a.seed + a.acc_seeds):  # accuracy only; timings are the first seed's
+            for side in ("recipe", "finetune"):
+                acc[side].append(spawn(a, side, precision, seed=seed)["accuracy"])
+            print(f"[{precision}] recipe and poolbench finetune, seed {seed} done", flush=True)
         cache = spawn(a, "cache", precision)
         print(f"[{precision}] poolbench cache done ({cache['process_s']:.0f} s)", flush=True)
         topk = []
@@ -440,7 +462,7 @@ def parent(a) -> None:
                 print(f"[{precision}] poolbench top-{TOP_K} {pooling} seed {seed} done ({r['process_s']:.0f} s)",
                       flush=True)
         peak = max(peak, gemm_peak(precision, a.gemm_n))  # the machine is shared: the better of two
-        report(a, precision, peak, recipe, fine, cache, topk)
+        report(a, precision, peak, recipe, fine, cache, topk, acc)
     print(f"total {time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -464,6 +486,8 @@ def main(argv=None) -> None:
     ap.add_argument("--grid-poolings", default="pooler,mean,hierarchical",
                     help="poolings of the top-k runs that are measured (comma-separated)")
     ap.add_argument("--grid-seeds", type=int, default=1, help="seeds of the top-k runs that are measured")
+    ap.add_argument("--acc-seeds", type=int, default=1,
+                    help="seeds of the recipe and of full fine-tuning for the accuracy comparison (timings: the first)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads of every side and of the GEMM peak (default: all CPUs; --quick: 1)")
     ap.add_argument("--gemm-n", type=int, default=2048)
