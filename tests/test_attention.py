@@ -198,10 +198,42 @@ def test_copied_top_layers_compute_what_the_runs_top_layers_compute(tmp_path):
     ids = torch.from_numpy(enc.input_ids)[None]
     mask = torch.ones_like(ids)
     with torch.no_grad():
-        entry = load_backbone(folder)(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[L - K]
+        entry = load_backbone(folder)(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        entry = entry.hidden_states[L - K]
         expected = model.top.eval()(entry, mask)[-1]
         got = live(input_ids=ids, attention_mask=mask).last_hidden_state
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+def finetune_weights(tmp_path, topk_model):
+    """A finetune run (live backbone, top K layers trained) whose top layers are the topk run's."""
+    from poolbench.train import set_trainable_layers
+
+    bb = backbone()
+    set_trainable_layers(bb, K)
+    model = build_classifier("attention", "encoder", H, 1, TrainConfig(trainable_layers=K), bb, bb,
+                             device=torch.device("cpu"))
+    with torch.no_grad():
+        for i in range(K):
+            bb.encoder.layer[L - K + i].load_state_dict(topk_model.top.layers[i].state_dict())
+    model.pooling.load_state_dict(topk_model.pooling.state_dict())
+    path = tmp_path / "finetune-attention" / "model.safetensors"
+    save_weights(model, path, spec("finetune", trainable_layers=K))
+    return path
+
+
+def test_finetune_weights_load_into_the_backbone_like_topk_ones(tmp_path):
+    folder, rows = model_dir(tmp_path), probe(9)
+    topk, model = topk_weights(tmp_path)
+    finetune = finetune_weights(tmp_path, model)
+    a, b = cls_attention_mass(folder, rows, topk), cls_attention_mass(folder, rows, finetune)
+    assert (b["regime"] == "finetune").all() and (b["trained_layers"] == K).all()
+    assert np.abs(a["mass"] - b["mass"]).max() < 1e-6
+    # The pooling: same states but for the topk cache's float16 rounding of the entry state.
+    p, q = pooling_attention_mass(folder, rows, topk, cache_dtype=None), pooling_attention_mass(folder, rows, finetune)
+    assert np.abs(p["mass"] - q["mass"]).max() < 1e-5
+    rounded = pooling_attention_mass(folder, rows, topk)
+    assert 0 < np.abs(rounded["mass"] - q["mass"]).max() < 1e-2
 
 
 def test_run_settings_are_the_runs_own(tmp_path):
