@@ -392,7 +392,7 @@ def regime_label(regime: str, trained_layers: int) -> str:
     return "fine-tuned" + (f" (top {trained_layers})" if trained_layers else "")
 
 
-def figure(summary: pd.DataFrame, out_png: Path, condition: str = "all") -> Path:
+def figure(summary: pd.DataFrame, out_png: Path, condition: str = "all", data: str = "probe test") -> Path:
     """One figure, two panels, by verdict position: left, [CLS]'s mass on the verdict by layer (solid
     frozen, dashed fine-tuned, dotted uniform attention); right, the attention pooling's mass with
     its uniform baseline. 95% bootstrap CIs; examples whose verdict was cut are not included."""
@@ -465,7 +465,7 @@ def figure(summary: pd.DataFrame, out_png: Path, condition: str = "all") -> Path
     counts = s.drop_duplicates("position").set_index("position").reindex(positions)
     cut = ", ".join(f"{p} {int(c)} of {int(c + n)}" for p, c, n in zip(positions, counts["n_cut"], counts["n"]))
     fig.text(0.5, -0.01, f"verdict cut away by truncation (not averaged): {cut}", ha="center", fontsize=8)
-    fig.suptitle("Where [CLS] looks: attention on the verdict sentence (probe test"
+    fig.suptitle(f"Where [CLS] looks: attention on the verdict sentence ({data}"
                  + ("" if condition == "all" else f", {condition}") + "; 95% bootstrap CI over examples)", fontsize=10)
     fig.tight_layout()
     atomic_write(out_png, lambda p: fig.savefig(p, format="png", dpi=130, bbox_inches="tight",
