@@ -287,6 +287,27 @@ def probe_cells(preds: pd.DataFrame, n_boot: int = N_BOOT, seed: int = BOOT_SEED
         drop=True) if len(table) else table
 
 
+NATURAL_CELL = ["set", "variant"]
+
+
+def natural_cells(preds: pd.DataFrame, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> pd.DataFrame:
+    """Natural-tail accuracy per setting × pooling × set (tail/head) × variant (original/removed/moved),
+    pooled over seeds, with its 95% CI over reviews and seeds."""
+    rows = []
+    for keys, sub in preds.groupby(SETTING_KEYS + NATURAL_CELL, sort=True):
+        keys = dict(zip(SETTING_KEYS + NATURAL_CELL, keys))
+        counts = Counts(sub, "review_id", _label(keys.values()))
+        boot = counts.bootstrap(n_boot, seed)
+        for pooling in counts.poolings():
+            acc = st.summarise_accuracy(counts.total(pooling), boot[pooling], counts.denom)
+            rows.append(dict(keys, pooling=pooling, seeds=len(counts.seeds), n=len(counts.units) * counts.rows_per_unit,
+                             accuracy=acc["accuracy"], accuracy_ci_low=acc["ci_low"], accuracy_ci_high=acc["ci_high"]))
+    front = SETTING_KEYS + ["pooling"] + NATURAL_CELL
+    table = pd.DataFrame(rows)
+    return table[front + [c for c in table.columns if c not in front]].sort_values(front, kind="stable").reset_index(
+        drop=True) if len(table) else table
+
+
 # ---- figures --------------------------------------------------------------------------------
 
 

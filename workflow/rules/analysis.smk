@@ -42,12 +42,15 @@ rule statistics:
         runs=R("summary/runs.csv"),
         predictions=prediction_files(),
         transfer=transfer_files("tailprobe"),
+        natural=transfer_files("naturaltail"),
     output:
         pooling=report(R("summary/pooling_stats.csv"), caption="../report/pooling_stats.rst", category="Tables"),
         comparisons=report(R("summary/comparisons.csv"), caption="../report/comparisons.rst", category="Tables"),
         probe=report(R("summary/tailprobe_cells.csv"), caption="../report/tailprobe_cells.rst", category="Tables"),
         transfer=report(R("summary/transfer_tailprobe_cells.csv"), caption="../report/transfer_cells.rst",
                         category="Tables"),
+        natural=report(R("summary/naturaltail_cells.csv"), caption="../report/naturaltail_cells.rst",
+                       category="Tables") if uses_natural() else [],
         digest=R("summary/RESULTS.md"),
         figure=report(R("figures/tailprobe_by_position.png"), caption="../report/tailprobe.rst", category="Figures")
         if uses_probe() else [],

@@ -89,6 +89,10 @@ def spec_of_probe(wc):
     return canonical(config["datasets"]["tailprobe"])
 
 
+def spec_of_natural(wc):
+    return canonical(config["datasets"]["naturaltail"])
+
+
 def spec_of_features(wc):
     return canonical({"cache_layers": config.get("cache_layers", 4), "max_batch_tokens": 8192})
 
@@ -115,6 +119,10 @@ def model_inputs(wc):
 def uses_probe():
     return any("tailprobe" in grid["datasets"] for grid in config["study"]) or any(
         "tailprobe" in targets for targets in config.get("transfer", {}).values())
+
+
+def uses_natural():
+    return any("naturaltail" in targets for targets in config.get("transfer", {}).values())
 
 
 def probe_tokenizers(wc):
@@ -178,6 +186,10 @@ def probe_reports():
     return [R("data/tailprobe_checks.json"), R("data/TAILPROBE.md")] if uses_probe() else []
 
 
+def natural_reports():
+    return [R("data/naturaltail_checks.json"), R("data/NATURALTAIL.md")] if uses_natural() else []
+
+
 def figure_files():
     return [R("figures/accuracy_by_pooling.png"), *([R("figures/tailprobe_by_position.png")] if uses_probe() else [])]
 
@@ -190,7 +202,8 @@ def paper_files():
 def all_targets():
     """Committed outputs only: a fresh clone with every result committed has nothing to train."""
     return [*(out for run in RUNS for out in run_outputs(run)), R("summary/runs.csv"), R("summary/pooling_stats.csv"),
-            R("summary/comparisons.csv"), R("summary/RESULTS.md"), *figure_files(), *probe_reports(), *paper_files()]
+            R("summary/comparisons.csv"), R("summary/RESULTS.md"), *([R("summary/naturaltail_cells.csv")] if uses_natural() else []), *figure_files(),
+            *probe_reports(), *natural_reports(), *paper_files()]
 
 
 for run, message in stale_runs(config, RUNS, RESULTS):

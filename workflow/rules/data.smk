@@ -40,3 +40,23 @@ rule tailprobe:
         ENV
     script:
         JOB_SCRIPT
+
+
+# An evaluation set only: IMDB test reviews whose last (or first) sentence decides against the body.
+rule naturaltail:
+    output:
+        test=S(paths.DATASET, dataset="naturaltail", split="test"),
+        checks=R("data/naturaltail_checks.json"),
+        datasheet=R("data/NATURALTAIL.md"),
+    log:
+        S("logs/data/naturaltail.log"),
+    params:
+        spec=spec_of_natural,
+    threads: threads("heavy")
+    resources:
+        mem_mb=8000,
+        runtime=40,
+    conda:
+        ENV
+    script:
+        JOB_SCRIPT
