@@ -211,6 +211,26 @@ def statistics(smk) -> None:
     write_text(smk.output.digest, analysis.markdown_summary(stats, comps, cells))
 
 
+def verdict_attention(smk) -> None:
+    """[CLS]'s attention on the probe verdict per layer and the attention pooling's weight on it."""
+    from . import attention as at
+
+    _threads(smk)
+    cfg = _spec(smk)["config"]
+    probe = pd.read_parquet(smk.input.probe)
+    if cfg.get("max_examples") and len(probe) > cfg["max_examples"]:  # a fixed, cell-balanced sample
+        cells = ["condition", "position", "length_bin", "label"]
+        per_cell = max(1, cfg["max_examples"] // probe.groupby(cells).ngroups)
+        probe = probe.groupby(cells, group_keys=False).apply(lambda g: g.sample(min(len(g), per_cell), random_state=0))
+    model = Path(smk.input.model)
+    frames = [at.cls_attention_mass(model, probe, None, "head", 128)]
+    frames += [at.cls_attention_mass(model, probe, Path(w)) for w in smk.input.finetuned]
+    frames += [at.pooling_attention_mass(model, probe, Path(w)) for w in [*smk.input.frozen, *smk.input.finetuned]]
+    summary = at.summarise(*frames)
+    write_csv(smk.output.table, summary, float_format="%.6g")
+    at.figure(summary, Path(smk.output.figure))
+
+
 def paper_numbers(smk) -> None:
     from .paper import write
 
@@ -240,4 +260,4 @@ def paper(smk) -> None:
 
 
 JOBS = {f.__name__: f for f in (download_wheel, tokenizer, model, imdb_subset, tailprobe, naturaltail, features, train,
-                                evaluate, aggregate, figures, statistics, paper_numbers, paper)}
+                                evaluate, aggregate, figures, statistics, verdict_attention, paper_numbers, paper)}

@@ -92,6 +92,29 @@ rule paper_numbers:
         JOB_SCRIPT
 
 
+# Where [CLS] looks: its attention mass on the probe verdict per layer, and the attention pooling's
+# weight on it, pretrained (frozen) against fine-tuned.
+rule verdict_attention:
+    input:
+        unpack(attention_inputs),
+    output:
+        table=report(R("summary/verdict_attention.csv"), caption="../report/verdict_attention.rst", category="Tables"),
+        figure=report(R("figures/verdict_attention.png"), caption="../report/verdict_attention.rst",
+                      category="Figures"),
+    log:
+        S("logs/analysis/verdict_attention.log"),
+    params:
+        spec=spec_of_attention,
+    threads: threads("heavy")
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        JOB_SCRIPT
+
+
 # Not part of `all` (it needs LaTeX): `snakemake --cores 1 paper`.
 rule paper:
     input:

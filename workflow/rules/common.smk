@@ -179,6 +179,39 @@ def transfer_files(name):
     return [R(paths.TRANSFER, evalset=name, **run.wildcards()) for run in RUNS if name in transfer_sets(run.dataset)]
 
 
+# ---- where [CLS] looks -----------------------------------------------------------------------
+
+
+def attention_runs():
+    """The probe runs the verdict_attention analysis reads: {"frozen"|"finetuned": [runs]}, or {}."""
+    cfg = config.get("verdict_attention")
+    if not cfg:
+        return {}
+    chosen = {}
+    for side in ("frozen", "finetuned"):
+        chosen[side] = [r for r in RUNS if r.dataset == "tailprobe" and r.model == cfg["model"] and r.truncation == "head"
+                        and r.regime == cfg[side] and r.pooling == "attention" and r.seed in cfg.get("seeds", [0])]
+    return chosen if all(chosen.values()) else {}
+
+
+def attention_inputs(wc):
+    runs = attention_runs()
+    weights = {side: [ancient(S(paths.WEIGHTS, **r.wildcards())) for r in rs] for side, rs in runs.items()}
+    return {"model": ancient(S(paths.MODEL, model=config["verdict_attention"]["model"])),
+            "probe": ancient(S(paths.DATASET, dataset="tailprobe", split="test")),
+            "frozen": weights["frozen"], "finetuned": weights["finetuned"]}
+
+
+def spec_of_attention(wc):
+    runs = attention_runs()
+    return canonical({"config": config["verdict_attention"],
+                      "runs": {side: [run_spec(config, r) for r in rs] for side, rs in runs.items()}})
+
+
+def attention_targets():
+    return [R("summary/verdict_attention.csv"), R("figures/verdict_attention.png")] if attention_runs() else []
+
+
 # ---- targets --------------------------------------------------------------------------------
 
 
@@ -203,7 +236,7 @@ def all_targets():
     """Committed outputs only: a fresh clone with every result committed has nothing to train."""
     return [*(out for run in RUNS for out in run_outputs(run)), R("summary/runs.csv"), R("summary/pooling_stats.csv"),
             R("summary/comparisons.csv"), R("summary/RESULTS.md"), *([R("summary/naturaltail_cells.csv")] if uses_natural() else []), *figure_files(),
-            *probe_reports(), *natural_reports(), *paper_files()]
+            *probe_reports(), *natural_reports(), *attention_targets(), *paper_files()]
 
 
 for run, message in stale_runs(config, RUNS, RESULTS):
