@@ -32,6 +32,7 @@ from .common import (
     remove_span,
     review_id,
     review_sentences,
+    split_sentences,
     verdicts_of,
 )
 from .datasheet import datasheet, file_hashes
@@ -42,5 +43,5 @@ __all__ = [
     "BASELINES", "COLUMNS", "CONDITIONS", "DEFAULTS", "LENGTH_BINS", "POSITIONS", "RATINGS", "SPLITS", "VERSION",
     "assert_checks", "audit_sample", "baseline_predictions", "baselines", "bodies_of", "build", "check_audit",
     "check_truncation", "compose", "config", "content_reason", "datasheet", "file_hashes", "key", "remove_span",
-    "review_id", "review_sentences", "run_checks", "verdicts_of",
+    "review_id", "review_sentences", "run_checks", "split_sentences", "verdicts_of",
 ]  # fmt: skip

@@ -104,8 +104,9 @@ def _funnel(checks: dict) -> list[str]:
     lines.append("")
     for split, b in build.items():
         lines.append(f"- {split}: {b['verdicts_used']} verdicts used; {b.get('body_reviews_segmented', 0)} body reviews "
-                     f"segmented, {b.get('verdict_like_sentences', 0)} of their {b.get('sentences', 0)} sentences "
-                     "(last sentences excluded) were verdict-like and could not enter a body.")
+                     f"segmented; of their {b.get('sentences', 0)} sentences (last sentences excluded) "
+                     f"{b.get('verdict_like_sentences', 0)} were verdict-like and {b.get('evaluative_sentences', 0)} more "
+                     "evaluative, and could not enter a body.")
     return lines
 
 
@@ -264,8 +265,8 @@ def datasheet(probe: dict[str, pd.DataFrame], checks: dict, cfg: dict) -> str:
         "- **Sentences.** pysbd (English, rule-based) on the review with `<br />` blanked; sentences are "
         "whitespace-normalised and re-joined with single spaces.",
         f"- **Verdict filter, content.** The review's last sentence, {cfg['verdict_min_words']}–{cfg['verdict_max_words']} "
-        "words, that points at the work or the viewer's judgement (a word such as movie, film, it, this, watch, "
-        "recommend, acting, story, or a rating like 8/10) and matches none of the rejection patterns: "
+        "words, that points at the whole work or the viewer's judgement of it (a word such as movie, film, show, it, "
+        "this, watch, recommend, or a rating like 8/10) and matches none of the rejection patterns: "
         + ", ".join(f"`{k}`" for k in REJECT) + " (regular expressions in `poolbench/tailprobe/filters.py`). Verdicts are "
         "deduplicated.",
         f"- **Verdict filter, polarity.** VADER compound ≥ {cfg['vader_threshold']}, AFINN score ≥ {cfg['afinn_min']} and "
@@ -277,8 +278,11 @@ def datasheet(probe: dict[str, pd.DataFrame], checks: dict, cfg: dict) -> str:
         + ("reviews of the verdict's film are tried first (contrast verdicts are chosen among those whose film has "
            "reviews of the other polarity), then any review. " if cfg["same_film"] else "any review. ")
         + "Never that review's last sentence, nor any sentence that passes the polarity filter in either direction (the "
-        "verdict is the single decisive judgement), nor a sentence of the other split. From a random usable sentence the "
-        "body grows over the usable sentences, in order, to a random length within the bin.",
+        "verdict is the single decisive judgement), nor an *evaluative* sentence (judgement vocabulary such as "
+        "recommend, worst, boring, waste, a rating; or about the work or an aspect of it (film, acting, plot, ending, "
+        "...) with |VADER| ≥ 0.4 or the bag-of-words ≥ 85% sure either way), nor a sentence of the other split. From a random usable sentence the body grows over "
+        "the usable sentences, in order, to a random length within the bin (the body leans through description; "
+        "the lean is measured below by a bag-of-words on the body alone).",
         "- **Insertion.** At the start, at the end, or (middle) at the sentence boundary that best balances the characters.",
         "- **Determinism.** Everything follows from `seed`; the same inputs and config give byte-identical files.",
         "",
@@ -353,8 +357,9 @@ def _limitations(cfg: dict) -> list[str]:
         "- Verdicts are short, lexically explicit final sentences chosen by three lexical/bag-of-words scorers: the "
         "probe measures *where* a model reads, not how well it reads subtle sentiment, and it favours verdicts those "
         "scorers recognise.",
-        "- Bodies lose their verdict-like sentences, so they can skip a sentence of their review; they lean their way "
-        "through weaker sentences and are less polar than whole reviews.",
+        "- Bodies lose their verdict-like and evaluative sentences, so they skip sentences of their review and read as "
+        "description (mostly plot) with a lean; they are far less polar than whole reviews, and a position-blind "
+        "bag-of-words that spots the one explicit judgement does well (see *Baselines*).",
         "- Negative verdicts are scarce; each verdict appears three times (once per position), so a split has a third "
         "as many distinct verdicts as examples. Choosing contrast verdicts among films with reviews of both polarities "
         "favours divisive films.",

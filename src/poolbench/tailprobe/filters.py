@@ -11,7 +11,8 @@ A sentence is a *verdict of polarity l* when
    direction of l, AFINN's score at least ``afinn_min`` in that direction, and an IMDB-trained
    bag-of-words gives l a probability of at least ``classifier_min``.
 
-Body sentences may not pass the polarity part in either direction (a body has no verdict of its own).
+Body sentences may not pass the polarity part in either direction, nor judge anything explicitly
+(:meth:`Scorer.evaluative`): a body has no verdict of its own and leans through description.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ REJECT: dict[str, re.Pattern] = {
         r"\bthe original\b|\bif you (liked?|loved?|enjoy(ed)?)\b|\b(19|20)\d\d\b|\bother (movies?|films?)\b",
         _I,
     ),
-    "proper_name_comparison": re.compile(r"\b(than|like|as|of)\s+(the\s+)?[A-Z][a-z]+\s+[A-Z]"),
+    "proper_name_comparison": re.compile(r"\b(than|like|as|of|in)\s+(the\s+)?[A-Z][a-z]+\s+[A-Z]"),
+    "aspect_add_on": re.compile(r"^\W*(also|and|plus|but|though|although|however|still|yet)\b", _I),
     "about_the_review": re.compile(
         r"\breviews?\b|\breviewers?\b|\bcomments?\b|\bimdb\b|\bspoilers?\b|\bvot(e|ed|ing)\b|\bthank|\bsummary\b|"
         r"\bread(ing)?\b|\bpeople (say|said)\b|\bcritics?\b",
@@ -57,13 +59,31 @@ REJECT: dict[str, re.Pattern] = {
     "quotation": re.compile(r"[\"“”]|(^|\s)'[^']+'(\s|[.,!?]|$)"),
     "question": re.compile(r"\?"),
 }
-# A verdict points at the work (or at the viewer's judgement of it).
+# A verdict points at the whole work (or at the viewer's judgement of it), not at one aspect.
 TARGET = re.compile(
-    r"\b(movies?|films?|flick|picture|show|series|episodes?|story|plot|script|acting|actors?|actress|"
-    r"performances?|cast|watch\w*|see|seen|recommend\w*|direct\w*|cinema|masterpiece|classic|documentary|"
-    r"cartoon|comedy|drama|thriller|musical|animation|it|it's|this|one)\b|/\s*10\b|out of (10|ten|5|five)",
+    r"\b(movies?|films?|flick|picture|show|series|episodes?|cinema|masterpiece|classic|documentary|"
+    r"watch\w*|see|seen|recommend\w*|it|it's|this|one)\b|/\s*10\b|out of (10|ten|5|five)",
     _I,
 )
+# Explicit judgement vocabulary: a body sentence using it is a judgement of its own and is left out.
+JUDGEMENT = re.compile(
+    r"\b(recommend\w*|rent(ed|ing)?|avoid|wast(e|ed|es|ing)|worst|awful|terrible|horrible|excellent|brilliant|"
+    r"masterpiece|crap\w*|garbage|mediocre|rubbish|stinks?|sucks?|must[- ]see|ratings?|rated|boring|bored|"
+    r"fantastic|amazing|wonderful|disappoint\w*|dull|pointless|superb|overrated|underrated|worth\w*|"
+    r"masterful|lame|stupid|dumb|pathetic|unwatchable|gem)\b|\b\d+(\.\d+)?\s*/\s*10\b|out of (10|ten|5|five)\b",
+    _I,
+)
+# A body sentence about the work (or an aspect of it) that leans either way is a judgement too.
+WORK = re.compile(
+    r"\b(movies?|films?|flick|show|series|episodes?|cinema|director|directing|direction|acting|actors?|actress|"
+    r"cast|script|writing|plot|story|performances?|dialogue|ending|scenes?|effects|soundtrack|music|"
+    r"characters?|this one|watch\w*)\b",
+    _I,
+)
+
+
+EVALUATIVE_VADER = 0.4
+EVALUATIVE_P = 0.85
 
 
 def content_reason(sentence: str, cfg: dict) -> str | None:
@@ -150,19 +170,18 @@ class Scorer:
     def score(self, sentences: list[str], split: str, film: str) -> np.ndarray:
         """Array (n, 3): VADER compound, AFINN score, P(positive) of the bag-of-words.
 
-        AFINN and the bag-of-words are only computed where |VADER| reaches ``vader_threshold``
-        (elsewhere 0 and 0.5): the polarity filter needs all three.
+        AFINN is only computed where |VADER| reaches ``vader_threshold`` (elsewhere 0): the
+        polarity filter needs all three.
         """
         if not sentences:
             return np.zeros((0, 3))
         out = np.zeros((len(sentences), 3))
         out[:, 0] = [vader().polarity_scores(s)["compound"] for s in sentences]
-        out[:, 2] = 0.5
-        # AFINN and the classifier only where VADER can pass (the filter needs all three): speed
+        out[:, 2] = self.model_for(split, film).predict_proba(sentences)[:, 1]
+        # AFINN only where VADER can pass (the filter needs all three): AFINN is slow
         strong = np.flatnonzero(np.abs(out[:, 0]) >= self.cfg["vader_threshold"])
         if len(strong):
             out[strong, 1] = [afinn().score(sentences[i]) for i in strong]
-            out[strong, 2] = self.model_for(split, film).predict_proba([sentences[i] for i in strong])[:, 1]
         return out
 
     def passes(self, scores: np.ndarray, label: int) -> np.ndarray:
@@ -179,3 +198,12 @@ class Scorer:
     def verdict_like(self, scores: np.ndarray) -> np.ndarray:
         """Rows that pass the polarity filter in either direction (not allowed in a body)."""
         return self.passes(scores, 0) | self.passes(scores, 1)
+
+    def evaluative(self, sentences: list[str], scores: np.ndarray) -> np.ndarray:
+        """Sentences that judge something of their own (not allowed in a body): judgement vocabulary
+        (:data:`JUDGEMENT`), or about the work or an aspect of it (:data:`WORK`) while leaning either way
+        (|VADER| ≥ ``EVALUATIVE_VADER`` or the bag-of-words at least ``EVALUATIVE_P`` sure)."""
+        lean = (np.abs(scores[:, 0]) >= EVALUATIVE_VADER) | (np.abs(scores[:, 2] - 0.5) >= EVALUATIVE_P - 0.5)
+        targeted = np.array([bool(WORK.search(s)) for s in sentences], dtype=bool)
+        vocab = np.array([bool(JUDGEMENT.search(s)) for s in sentences], dtype=bool)
+        return vocab | (targeted & lean)

@@ -13,9 +13,10 @@ Construction (deterministic from ``cfg["seed"]``; probe-train from IMDB train, p
    Verdicts are chosen first among those whose film has other reviews of both polarities, so that
    bodies can come from the same film.
 3. **Bodies.** For each example a review of the body polarity (rated 1–2 or 9–10, not a verdict's
-   source, each used once) is segmented; reviews of the verdict's film are tried first (when
+   source, each used once) is split into sentences (:func:`.common.split_sentences`, fast); reviews of the verdict's film are tried first (when
    ``same_film``), then any review. Its last sentence is never used, nor any sentence that would
-   pass the verdict filter's polarity test in either direction, nor a sentence of the other split.
+   pass the verdict filter's polarity test in either direction or judges explicitly
+   (:meth:`.filters.Scorer.evaluative`), nor a sentence of the other split.
    From a random usable sentence the body grows over the usable sentences, in order, forwards (then
    backwards) until the text reaches a random target length within the length bin. The finished
    text is tokenized with every tokenizer and rejected (next review) unless it is in its bin, at
@@ -55,6 +56,7 @@ from .common import (
     n_special,
     review_id,
     review_sentences,
+    split_sentences,
 )
 from .filters import Scorer, content_reason
 
@@ -222,17 +224,20 @@ class BodySource:
     def _sentences(self, idx: int):
         """(sentences, token counts per tokenizer, usable mask); the last sentence dropped."""
         if idx not in self.cache:
-            sents = review_sentences(self.reviews.at[idx, "text"])[:-1]
+            sents = split_sentences(self.reviews.at[idx, "text"])[:-1]
             if sents:
                 lens = lengths(self.tokenizers, [" " + s for s in sents], special=False)
                 scores = self.scorer.score(sents, self.split, self.reviews.at[idx, "film"])
                 verdict_like = self.scorer.verdict_like(scores)
+                evaluative = self.scorer.evaluative(sents, scores)
+                vader = scores[:, 0]
             else:
-                lens, verdict_like = None, np.zeros(0, dtype=bool)
+                lens, verdict_like, evaluative, vader = None, np.zeros(0, bool), np.zeros(0, bool), np.zeros(0)
             other_split = np.array([key(s) in self.forbidden for s in sents], dtype=bool)
             self.stats["sentences"] += len(sents)
             self.stats["verdict_like_sentences"] += int(verdict_like.sum())
-            self.cache[idx] = (sents, lens, ~verdict_like & ~other_split)
+            self.stats["evaluative_sentences"] += int((evaluative & ~verdict_like).sum())
+            self.cache[idx] = (sents, lens, ~verdict_like & ~evaluative & ~other_split, vader)
         return self.cache[idx]
 
     def _candidates(self, slot: Slot):
@@ -269,7 +274,7 @@ class BodySource:
         return int(self.rng.integers(min(low, cap), cap + 1)), cap
 
     def _fit(self, idx: int, slot: Slot) -> dict | None:
-        sents, lens, usable = self._sentences(idx)
+        sents, lens, usable, vader = self._sentences(idx)
         keep = np.flatnonzero(usable)
         if len(keep) < 2:
             return None
@@ -279,7 +284,8 @@ class BodySource:
         run = grow(lens[:, keep], int(self.rng.integers(len(keep))), fixed, target, cap)
         if run is None or run[1] - run[0] < 2:
             return None
-        body = [sents[i] for i in keep[run[0] : run[1]]]
+        chosen = keep[run[0] : run[1]]
+        body = [sents[i] for i in chosen]
         text, v_start, v_end = compose(body, verdict, slot.position)
         n_tokens = lengths(self.tokenizers, [text], special=True)[:, 0]
         body_tokens = lengths(self.tokenizers, [" ".join(body)], special=False)[:, 0]
