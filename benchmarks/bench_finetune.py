@@ -136,6 +136,7 @@ def side_recipe(a) -> dict:
     import numpy as np
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments, set_seed
+    from transformers.models.bert import modeling_bert  # noqa: F401  (both sides import BERT before the clock)
 
     start = time.perf_counter()
     train_df, test_df = frames(a.work)
@@ -189,6 +190,8 @@ def side_finetune(a) -> dict:
     """poolbench full fine-tuning: pooler pooling, every layer trains, live backbone, dynamic padding."""
     import torch
 
+    from transformers import AutoModel, AutoTokenizer  # noqa: F401  (imported before the clock, as the recipe's)
+    from transformers.models.bert import modeling_bert  # noqa: F401
     from poolbench.models import load_backbone, load_tokenizer
     from poolbench.train import LiveData, build_classifier, predict, set_trainable_layers, train
 
@@ -221,6 +224,8 @@ def side_cache(a) -> dict:
 
     import torch
 
+    from transformers import AutoModel, AutoTokenizer  # noqa: F401  (imported before the clock, as the recipe's)
+    from transformers.models.bert import modeling_bert  # noqa: F401
     from poolbench.features import extract
     from poolbench.models import load_backbone, load_tokenizer
     from poolbench.topk import autocast, layers_to_cache
@@ -250,6 +255,8 @@ def side_topk(a) -> dict:
 
     import torch
 
+    from transformers import AutoModel, AutoTokenizer  # noqa: F401  (imported before the clock, as the recipe's)
+    from transformers.models.bert import modeling_bert  # noqa: F401
     from poolbench.features import FeatureSet
     from poolbench.models import load_backbone
     from poolbench.topk import topk_state_indices
@@ -285,7 +292,11 @@ def run_side_here(a) -> None:
     import torch
 
     torch.set_num_threads(a.threads)
+    # The machine is shared: a GEMM measured just before and just after this side tells how fast the
+    # machine was while it ran, so that ratios can also be read normalised to it.
+    before = gemm_peak(a.run_precision, a.gemm_n)
     result = SIDES[a.side](a)
+    result["side_gemm"] = (before + gemm_peak(a.run_precision, a.gemm_n)) / 2
     result["peak_rss_gb"] = peak_rss_gb()
     Path(a.result).write_text(json.dumps(result))
 
@@ -334,6 +345,11 @@ def gflops(r: dict) -> float:
     return r["flops"] / r["train_s"] / 1e9
 
 
+def normalised(base: dict, ours: dict, key: str = "train_s") -> float:
+    """base / ours time ratio with each time scaled by the GEMM speed measured around its side."""
+    return (base[key] * base["side_gemm"]) / (ours[key] * ours["side_gemm"])
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
@@ -347,12 +363,12 @@ def report(a, precision: str, peak: float, recipe: dict, fine: dict, cache: dict
     pr(f"GEMM peak ({a.gemm_n}x{a.gemm_n} matmul, {a.threads} threads as the sides, best of 5, before and after): "
        f"{peak:.1f} GFLOP/s")
     pr(f"{'side':<34} {'train s':>8} {'eval s':>7} {'run s':>7} {'test acc':>8} {'GFLOP/s':>8} "
-       f"{'% peak':>7} {'real tok/s':>10} {'peak RSS GB':>11}")
+       f"{'% peak':>7} {'real tok/s':>10} {'peak RSS GB':>11} {'side GEMM':>9}")
 
     def row(name, r):
         pr(f"{name:<34} {r['train_s']:8.1f} {r['eval_s']:7.1f} {r['run_s']:7.1f} {r['accuracy']:8.3f} "
            f"{gflops(r):8.1f} {100 * gflops(r) / peak:6.1f}% {r['real_tokens'] / r['train_s']:10.0f} "
-           f"{r['peak_rss_gb']:11.2f}")
+           f"{r['peak_rss_gb']:11.2f} {r['side_gemm']:9.1f}")
 
     row("seed recipe (Trainer, pad 128)", recipe)
     row("poolbench finetune (pooler, all)", fine)
@@ -360,8 +376,10 @@ def report(a, precision: str, peak: float, recipe: dict, fine: dict, cache: dict
         row(f"poolbench top-{TOP_K} {r['pooling']} seed {r['seed']}", r)
     pr(f"{'poolbench cache (train + test)':<34} {cache['train_s']:8.1f} {cache['test_s']:7.1f} "
        f"{cache['run_s']:7.1f} {'':>8} {'':>8} {'':>7} {cache['train_tokens'] / cache['train_forward_s']:10.0f} "
-       f"{cache['peak_rss_gb']:11.2f}   (train s / eval s: tokenising + forward of the train / test set; forward "
+       f"{cache['peak_rss_gb']:11.2f} {cache['side_gemm']:9.1f}   (train s / eval s: tokenising + forward of the train / test set; forward "
        f"alone {cache['train_forward_s']:.1f} / {cache['test_forward_s']:.1f} s)")
+    pr("side GEMM: GFLOP/s of the same matmul inside each side's process, mean of before and after it (how fast "
+       "the shared machine was meanwhile); 'normalised' ratios multiply each time by it")
     pr("train s: the training loop (Trainer.train / poolbench.train.train); eval s: test-set predictions; run s: "
        "the side's whole run after imports (tokenising, model load, training, test predictions)")
     pr(f"computed tokens per epoch: recipe {recipe['computed_tokens'] // a.epochs}, poolbench "
@@ -371,26 +389,33 @@ def report(a, precision: str, peak: float, recipe: dict, fine: dict, cache: dict
 
     r_ft = recipe["train_s"] / fine["train_s"]
     pr(f"RATIO full fine-tuning, training loop (measured): recipe {recipe['train_s']:.1f} s / poolbench "
-       f"{fine['train_s']:.1f} s = {r_ft:.2f}x  (target >= 1.00: {verdict(r_ft >= 1.0)})")
+       f"{fine['train_s']:.1f} s = {r_ft:.2f}x  (target >= 1.00: {verdict(r_ft >= 1.0)}); normalised "
+       f"{normalised(recipe, fine):.2f}x")
     r_ft_run = recipe["run_s"] / fine["run_s"]
     pr(f"RATIO full fine-tuning, whole run incl. tokenising, loading, test predictions (measured): "
        f"{recipe['run_s']:.1f} s / {fine['run_s']:.1f} s = {r_ft_run:.2f}x")
     top = topk[0]
     r_top = recipe["train_s"] / top["train_s"]
     pr(f"RATIO top-{TOP_K} ({top['pooling']}, seed {top['seed']}), training loop from the cache (measured): "
-       f"recipe {recipe['train_s']:.1f} s / {top['train_s']:.1f} s = {r_top:.2f}x  (target >= 3: {verdict(r_top >= 3)})")
+       f"recipe {recipe['train_s']:.1f} s / {top['train_s']:.1f} s = {r_top:.2f}x  (target >= 3: {verdict(r_top >= 3)}); "
+       f"normalised {normalised(recipe, top):.2f}x")
     r_top_cache = recipe["train_s"] / (top["train_s"] + cache["train_s"])
-    pr(f"RATIO top-{TOP_K} incl. the train-set cache forward (measured; the cache serves the whole grid): "
+    pr(f"RATIO top-{TOP_K} incl. building the train-set cache (tokenising + forward; measured; one cache serves the "
+       f"whole grid): "
        f"{recipe['train_s']:.1f} s / ({top['train_s']:.1f} + {cache['train_s']:.1f}) s = {r_top_cache:.2f}x")
     per_run = sum(r["run_s"] for r in topk) / len(topk)
     grid = cache["run_s"] + GRID_RUNS * per_run
     seed_grid = GRID_RUNS * recipe["run_s"]
     r_grid = seed_grid / grid
+    g = recipe["side_gemm"]
+    grid_normalised = seed_grid / (cache["run_s"] * cache["side_gemm"] / g
+                                   + GRID_RUNS * sum(r["run_s"] * r["side_gemm"] / g for r in topk) / len(topk))
     measured = ", ".join(f"{r['pooling']}/s{r['seed']}" for r in topk)
     pr(f"RATIO fine-tuned grid {GRID_POOLINGS} poolings x {GRID_SEEDS} seeds (EXTRAPOLATED from {len(topk)} measured "
        f"top-{TOP_K} runs: {measured}): recipe "
        f"{GRID_RUNS} x {recipe['run_s']:.1f} s = {seed_grid:.0f} s / poolbench cache {cache['run_s']:.1f} s + "
-       f"{GRID_RUNS} x {per_run:.1f} s = {grid:.0f} s: {r_grid:.2f}x  (target >= 3: {verdict(r_grid >= 3)})")
+       f"{GRID_RUNS} x {per_run:.1f} s = {grid:.0f} s: {r_grid:.2f}x  (target >= 3: {verdict(r_grid >= 3)}); normalised "
+       f"{grid_normalised:.2f}x")
     top_acc = ", ".join(f"{r['pooling']}/s{r['seed']} {r['accuracy']:.3f}" for r in topk)
     n = a.test_size
     if len(acc["recipe"]) < 2:
@@ -431,7 +456,7 @@ def parent(a) -> None:
           f"{a.epochs} epochs x batch {a.batch_size}, lr {a.lr:g} (top-{TOP_K}: {a.topk_lr:g}), weight decay "
           f"{a.weight_decay:g}, warmup {a.warmup_ratio:g} then linear decay, grad clip 1.0, seed {a.seed}", flush=True)
     print(f"FLOPs: {FLOP_FORMULA}", flush=True)
-    t0 = time.perf_counter()
+    t0, load0 = time.perf_counter(), " ".join(f"{x:.1f}" for x in os.getloadavg())
     prepare(a)
     print(f"prepared model and data under {a.work} in {time.perf_counter() - t0:.1f} s", flush=True)
     for precision in precisions:
@@ -463,7 +488,8 @@ def parent(a) -> None:
                       flush=True)
         peak = max(peak, gemm_peak(precision, a.gemm_n))  # the machine is shared: the better of two
         report(a, precision, peak, recipe, fine, cache, topk, acc)
-    print(f"total {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"total {time.perf_counter() - t0:.0f} s; load average at start {load0}, at end "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)", flush=True)
 
 
 def main(argv=None) -> None:
