@@ -16,6 +16,7 @@ and :func:`baselines`.
 
 from .audit import audit_sample, check_audit
 from .baselines import BASELINES, baseline_predictions, baselines
+from .baselines import from_checks as baselines_from_checks
 from .checks import assert_checks, check_truncation, run_checks
 from .common import (
     CONDITIONS,
@@ -40,7 +41,7 @@ from .filters import content_reason
 from .generate import COLUMNS, build
 
 __all__ = [
-    "BASELINES", "COLUMNS", "CONDITIONS", "DEFAULTS", "LENGTH_BINS", "POSITIONS", "RATINGS", "SPLITS", "VERSION",
+    "BASELINES", "COLUMNS", "baselines_from_checks", "CONDITIONS", "DEFAULTS", "LENGTH_BINS", "POSITIONS", "RATINGS", "SPLITS", "VERSION",
     "assert_checks", "audit_sample", "baseline_predictions", "baselines", "bodies_of", "build", "check_audit",
     "check_truncation", "compose", "config", "content_reason", "datasheet", "file_hashes", "key", "remove_span",
     "review_id", "review_sentences", "run_checks", "split_sentences", "verdicts_of",
