@@ -98,6 +98,15 @@ def build(spec: dict, model_dir: Path, frames: dict, features: dict):
         data = {key: LiveData(df, tokenizer, run["truncation"], run["max_len"]) for key, df in frames.items()}
         model = build_classifier(run["pooling"], family, backbone.config.hidden_size, spec["cache_layers"], cfg,
                                  backbone, backbone)
+    elif regime == "topk":
+        # The top k layers train, recomputed from the cached states that enter them (poolbench.topk);
+        # the model keeps copies of those layers only, so the loaded backbone is dropped here.
+        from .topk import resolve_trainable_layers
+        from .train import build_topk_classifier
+
+        k = resolve_trainable_layers(cfg.trainable_layers, run["model"])
+        model = build_topk_classifier(run["pooling"], family, load_backbone(model_dir), cfg, spec["cache_layers"], k=k)
+        data = {key: FeatureSet(path, states=model.cache_states) for key, path in features.items()}
     else:
         raise ValueError(f"unknown regime {regime!r}")
     for key in data:  # a cache must line up with the dataset table, row by row
