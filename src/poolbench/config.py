@@ -128,15 +128,50 @@ def check(config: dict) -> None:
             for regime in grid["regimes"]:
                 if regime not in config["regimes"]:
                     raise ConfigError(f"{key}.regimes", f"regime {regime!r} has no settings under regimes")
+                kind = regime_kind(regime, config["regimes"][regime])
                 tl = config["regimes"][regime].get("trainable_layers", 0)
+                if isinstance(tl, dict):
+                    if m not in tl:
+                        raise ConfigError(f"regimes.{regime}.trainable_layers", f"names no layer count for model {m!r}")
+                    tl = tl[m]
                 if layers is not None and tl != "all" and tl > layers:
                     raise ConfigError(f"regimes.{regime}.trainable_layers", f"{tl} is above {m}'s {layers} layers")
+                if kind == "topk" and (tl == "all" or tl < 1):
+                    raise ConfigError(f"regimes.{regime}.trainable_layers", f"a topk regime trains 1 or more "
+                                                                           f"layers, not {tl!r}")
             names = poolings_for(config, grid, m)
             if not names:
                 raise ConfigError(f"poolings.{spec['family']}", f"no poolings listed for family {spec['family']!r}")
             if "poolings" in grid:
                 for j, name in enumerate(names):
                     _check_pooling(name, spec["family"], f"{key}.poolings[{j}]", m)
+
+
+REGIME_KINDS = ("frozen", "topk", "finetune")
+
+
+def regime_kind(name: str, settings: dict) -> str:
+    """What trains in a regime: its ``kind`` setting, else its name (frozen, topk or finetune)."""
+    kind = settings.get("kind", name)
+    if kind not in REGIME_KINDS:
+        raise ConfigError(f"regimes.{name}", f"set kind to one of {list(REGIME_KINDS)} (the name {name!r} is none)")
+    return kind
+
+
+def reads_cache(kind: str) -> bool:
+    """Whether a regime of this kind trains from cached backbone states (one forward, shared)."""
+    return kind in ("frozen", "topk")
+
+
+def cache_spec(config: dict, model: str) -> dict:
+    """The feature cache of one model: enough final states for every cached regime that uses it."""
+    from .topk import layers_to_cache, resolve_trainable_layers
+
+    ks = {resolve_trainable_layers(config["regimes"][regime].get("trainable_layers", 0), model)
+          for grid in config["study"] if model in grid["models"] for regime in grid["regimes"]
+          if regime_kind(regime, config["regimes"][regime]) == "topk"}
+    return {"layers": layers_to_cache(config.get("cache_layers", 4), sorted(ks)), "dtype": "float16",
+            "max_batch_tokens": 8192}
 
 
 def _check_pooling(name: str, family: str, key: str, model: str | None = None) -> None:
@@ -181,7 +216,9 @@ def run_spec(config: dict, run: Run) -> dict:
         "run": run.wildcards(),
         "family": config["models"][run.model]["family"],
         "model": config["models"][run.model],
+        "kind": regime_kind(run.regime, config["regimes"][run.regime]),
         "regime": config["regimes"][run.regime],
+        "cache": cache_spec(config, run.model),
         "pooling": {"name": run.pooling, "version": POOLINGS[run.pooling].version,
                     "options": config.get("pooling_options", {}).get(run.pooling, {})},
         "cache_layers": config.get("cache_layers", 4),

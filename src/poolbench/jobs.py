@@ -106,7 +106,7 @@ def tailprobe(smk) -> None:
     from .data import load_imdb
     from .models import load_tokenizer
 
-    cfg = _spec(smk)
+    cfg = _spec(smk)["settings"]
     tokenizers = {key.split("__", 1)[1]: load_tokenizer(Path(path)) for key, path in smk.input.items()}
     train_reviews, test_reviews = load_imdb("train"), load_imdb("test")
     probe = tp.build(train_reviews, test_reviews, cfg, tokenizers)
@@ -125,7 +125,7 @@ def naturaltail(smk) -> None:
     from . import naturaltail as nt
     from .data import load_imdb
 
-    cfg = _spec(smk)
+    cfg = _spec(smk)["settings"]
     train_reviews, test_reviews = load_imdb("train"), load_imdb("test")
     table = nt.build(train_reviews, test_reviews, cfg, workers=int(smk.threads))
     out = nt.checks(table, train_reviews, test_reviews, cfg)
@@ -145,8 +145,8 @@ def features(smk) -> None:
     backbone = load_backbone(Path(smk.input.model)).to(default_device())
     tokenizer = load_tokenizer(Path(smk.input.model))
     info = extract(examples, backbone, tokenizer, Path(smk.output[0]), truncation=wc.truncation,
-                   max_len=int(wc.max_len), layers=spec["cache_layers"], model_name=wc.model,
-                   max_batch_tokens=spec["max_batch_tokens"])
+                   max_len=int(wc.max_len), layers=spec["layers"], model_name=wc.model,
+                   max_batch_tokens=spec["max_batch_tokens"], dtype=spec["dtype"])
     print(json.dumps(info))
 
 

@@ -48,6 +48,8 @@ import pandas as pd
 
 from poolbench.text import clean, sentence_spans
 
+VERSION = 1  # of the selection rule: bump when a code change alters the set (reruns what uses it)
+
 DEFAULTS = {
     "seed": 0,  # random_state of the classifier's solver (liblinear)
     "vader_threshold": 0.5,  # |VADER compound| of the verdict, in the rating's direction

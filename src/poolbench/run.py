@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .config import reads_cache
 from .features import FeatureSet
 from .io import atomic_write, write_parquet
 from .metrics import RunMetrics
@@ -83,7 +84,7 @@ def build(spec: dict, model_dir: Path, frames: dict, features: dict):
     regimes that read cached states.
     """
     run, family, cfg = spec["run"], spec["family"], train_config(spec)
-    regime = run["regime"]
+    regime = spec["kind"]
     if regime == "frozen":
         data = {key: FeatureSet(path) for key, path in features.items()}
         # The backbone itself is only needed for a pretrained part a pooling reuses (BERT's pooler).
@@ -94,7 +95,9 @@ def build(spec: dict, model_dir: Path, frames: dict, features: dict):
     elif regime == "finetune":
         backbone = load_backbone(model_dir)
         tokenizer = load_tokenizer(model_dir)
-        set_trainable_layers(backbone, cfg.trainable_layers)
+        from .topk import resolve_trainable_layers
+
+        set_trainable_layers(backbone, resolve_trainable_layers(cfg.trainable_layers, run["model"]))
         data = {key: LiveData(df, tokenizer, run["truncation"], run["max_len"]) for key, df in frames.items()}
         model = build_classifier(run["pooling"], family, backbone.config.hidden_size, spec["cache_layers"], cfg,
                                  backbone, backbone)
@@ -108,7 +111,7 @@ def build(spec: dict, model_dir: Path, frames: dict, features: dict):
         model = build_topk_classifier(run["pooling"], family, load_backbone(model_dir), cfg, spec["cache_layers"], k=k)
         data = {key: FeatureSet(path, states=model.cache_states) for key, path in features.items()}
     else:
-        raise ValueError(f"unknown regime {regime!r}")
+        raise ValueError(f"unknown regime kind {regime!r}")
     for key in data:  # a cache must line up with the dataset table, row by row
         if key in frames and not np.array_equal(data[key].labels, frames[key]["label"].to_numpy()):
             raise ValueError(f"feature cache for {key} does not match its dataset table (rebuild it)")
@@ -166,7 +169,13 @@ def run_one(*, spec: dict, model_dir: Path, datasets: dict, features: dict, metr
     frames = {key: pd.read_parquet(path) for key, path in datasets.items()}
     model, data = build(spec, Path(model_dir), frames, features)
     desc = f"{run['dataset']}/{run['model']}/{run['pooling']}/seed{run['seed']}"
-    fit = train(model, data[(run["dataset"], "train")], train_config(spec), run["seed"], desc=desc)
+    if run["regime"] == "frozen":  # heads trained to their optimum: logistic regression or early stopping
+        from .heads import HeadConfig, fit_head
+
+        fit = fit_head(model, data[(run["dataset"], "train")], data[(run["dataset"], "test")], train_config(spec),
+                       HeadConfig.from_dict(spec["regime"].get("head")), run["seed"], desc=desc)
+    else:
+        fit = train(model, data[(run["dataset"], "train")], train_config(spec), run["seed"], desc=desc)
 
     test_key = (run["dataset"], "test")
     t0 = time.perf_counter()
@@ -179,7 +188,7 @@ def run_one(*, spec: dict, model_dir: Path, datasets: dict, features: dict, metr
         train={**fit, "eval_wall_s": test["eval_wall_s"]},
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
         wall_s=time.perf_counter() - wall0, cpu_s=time.process_time() - cpu0, torch_threads=torch.get_num_threads(),
-        device=str(default_device()), precision=fit.get("precision", "fp32"), spec=spec,
+        device=str(default_device()), precision=model.precision, spec=spec,
         versions=package_versions(), git_commit=git_commit)
     metrics.write(metrics_path)
     return metrics
@@ -210,16 +219,14 @@ def score_texts(spec: dict, model_dir: Path, weights: Path, texts: pd.DataFrame)
     run = spec["run"]
     with tempfile.TemporaryDirectory() as tmp:
         features = {}
-        if reads_cache(spec):
+        if reads_cache(spec["kind"]):
             backbone = load_backbone(Path(model_dir)).to(default_device())
             extract(frame, backbone, load_tokenizer(Path(model_dir)), Path(tmp) / "cache", truncation=run["truncation"],
-                    max_len=run["max_len"], layers=spec["cache_layers"], model_name=run["model"])
+                    max_len=run["max_len"], layers=spec["cache"]["layers"], dtype=spec["cache"]["dtype"],
+                    model_name=run["model"])
             features[key] = Path(tmp) / "cache"
         model, data = build(spec, Path(model_dir), {key: frame}, features)
         load_weights(model, Path(weights), spec)
         return _predict_checked(model, data[key], f"{run['model']}/{run['pooling']}")
 
 
-def reads_cache(spec: dict) -> bool:
-    """Whether the run's regime reads cached backbone states (rather than a live backbone)."""
-    return spec["run"]["regime"] == "frozen"

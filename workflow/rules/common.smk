@@ -4,7 +4,8 @@ import os
 from pathlib import Path
 
 from poolbench import paths
-from poolbench.config import ConfigError, canonical, check, expand, run_spec, stale_runs, subset_spec
+from poolbench.config import (ConfigError, cache_spec, canonical, check, expand, reads_cache, regime_kind, run_spec,
+                              stale_runs, subset_spec)
 from poolbench.data import resolve_data_dir
 
 try:
@@ -60,6 +61,15 @@ def res(kind, key, default):
     return config.get("resources", {}).get(kind, {}).get(key, default)
 
 
+def kind_of(regime):
+    return regime_kind(regime, config["regimes"][regime])
+
+
+def train_threads(wc):
+    """Training from cached states with a linear head is light; anything with transformer layers is heavy."""
+    return threads("light") if kind_of(wc.regime) == "frozen" else threads("heavy")
+
+
 def train_res(key, default):
     """config['resources']['train_<regime>'] overrides config['resources']['train']."""
     return lambda wc: res(f"train_{wc.regime}", key, res("train", key, default))
@@ -86,15 +96,19 @@ def spec_of_subset(wc):
 
 
 def spec_of_probe(wc):
-    return canonical(config["datasets"]["tailprobe"])
+    from poolbench import tailprobe
+
+    return canonical({"settings": config["datasets"]["tailprobe"], "version": tailprobe.VERSION})
 
 
 def spec_of_natural(wc):
-    return canonical(config["datasets"]["naturaltail"])
+    from poolbench import naturaltail
+
+    return canonical({"settings": config["datasets"]["naturaltail"], "version": naturaltail.VERSION})
 
 
 def spec_of_features(wc):
-    return canonical({"cache_layers": config.get("cache_layers", 4), "max_batch_tokens": 8192})
+    return canonical(cache_spec(config, wc.model))
 
 
 # ---- models ---------------------------------------------------------------------------------
@@ -140,7 +154,7 @@ def transfer_sets(dataset):
 def split_inputs(name, split, wc):
     """A dataset split and, for regimes that read cached states, its feature cache."""
     out = {f"data__{name}__{split}": S(paths.DATASET, dataset=name, split=split)}
-    if wc.regime == "frozen":
+    if reads_cache(kind_of(wc.regime)):
         out[f"feat__{name}__{split}"] = S(paths.FEATURES, dataset=name, model=wc.model, truncation=wc.truncation,
                                           max_len=wc.max_len, split=split)
     return out

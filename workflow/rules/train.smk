@@ -13,7 +13,7 @@ rule train:
         S(f"logs/{paths.RUN}.log"),
     params:
         spec=spec_of_run,
-    threads: lambda wc: threads("light") if wc.regime == "frozen" else threads("heavy")
+    threads: train_threads
     resources:
         mem_mb=train_res("mem_mb", 6000),
         runtime=train_res("runtime", 60),
@@ -33,7 +33,7 @@ rule evaluate:
         S(f"logs/{paths.RUN}.eval-{{evalset}}.log"),
     params:
         spec=spec_of_run,
-    threads: lambda wc: threads("light") if wc.regime == "frozen" else threads("heavy")
+    threads: train_threads
     resources:
         mem_mb=train_res("mem_mb", 6000),
         runtime=train_res("runtime", 60),
