@@ -16,7 +16,7 @@ from conftest import run_snakemake
 def test_every_run_has_metrics_and_predictions(smoke):
     workdir, cfg = smoke
     runs = expand(cfg)
-    assert len(runs) == 36
+    assert len(runs) == 42
     for run in runs:
         folder = run_dir(workdir / cfg["results_dir"], **run.wildcards())
         metrics = json.loads((folder / "metrics.json").read_text())
