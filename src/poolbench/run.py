@@ -169,7 +169,7 @@ def run_one(*, spec: dict, model_dir: Path, datasets: dict, features: dict, metr
     frames = {key: pd.read_parquet(path) for key, path in datasets.items()}
     model, data = build(spec, Path(model_dir), frames, features)
     desc = f"{run['dataset']}/{run['model']}/{run['pooling']}/seed{run['seed']}"
-    if run["regime"] == "frozen":  # heads trained to their optimum: logistic regression or early stopping
+    if spec["kind"] == "frozen":  # heads trained to their optimum: logistic regression or early stopping
         from .heads import HeadConfig, fit_head
 
         fit = fit_head(model, data[(run["dataset"], "train")], data[(run["dataset"], "test")], train_config(spec),
