@@ -107,7 +107,8 @@ def tailprobe(smk) -> None:
     from .models import load_tokenizer
 
     cfg = _spec(smk)["settings"]
-    tokenizers = {key.split("__", 1)[1]: load_tokenizer(Path(path)) for key, path in smk.input.items()}
+    tokenizers = {key.split("__", 1)[1]: load_tokenizer(Path(path)) for key, path in smk.input.items()
+                  if key.startswith("tok__")}
     train_reviews, test_reviews = load_imdb("train"), load_imdb("test")
     probe = tp.build(train_reviews, test_reviews, cfg, tokenizers)
     checks = tp.run_checks(probe, train_reviews, tokenizers, cfg)
@@ -116,6 +117,7 @@ def tailprobe(smk) -> None:
     print(json.dumps(checks, indent=2))
     write_text(smk.output.checks, json.dumps(checks, indent=2))
     write_text(smk.output.datasheet, tp.datasheet(probe, checks, cfg))
+    write_csv(smk.output.baselines, tp.baselines_from_checks(checks), float_format="%.6g")
     tp.assert_checks(checks)
     for split in ("train", "test"):
         write_parquet(smk.output[split], probe[split])

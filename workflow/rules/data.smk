@@ -23,11 +23,13 @@ rule imdb_subset:
 rule tailprobe:
     input:
         unpack(probe_tokenizers),
+        audit=ancient("src/poolbench/tailprobe/audit.csv"),  # the committed human reading of a sample
     output:
         train=S(paths.DATASET, dataset="tailprobe", split="train"),
         test=S(paths.DATASET, dataset="tailprobe", split="test"),
         checks=R("data/tailprobe_checks.json"),
         datasheet=R("data/TAILPROBE.md"),
+        baselines=R("data/tailprobe_baselines.csv"),
     log:
         S("logs/data/tailprobe.log"),
     params:
