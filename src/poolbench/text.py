@@ -42,3 +42,20 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
         if end > start:
             spans.append((start, end))
     return spans
+
+
+def md_escape(text: str) -> str:
+    """Text safe inside a Markdown table or paragraph (datasheets)."""
+    for ch in "\\`*_[]<>|#":
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
+def highlight(text: str, start: int, end: int, context: int = 240) -> str:
+    """Markdown of ``text`` with ``text[start:end]`` in bold, each side cut to ``context`` characters."""
+    before, after = text[:start], text[end:]
+    if len(before) > context:
+        before = "…" + before[-context:]
+    if len(after) > context:
+        after = after[:context] + "…"
+    return f"{md_escape(before)}**{md_escape(text[start:end])}**{md_escape(after)}"

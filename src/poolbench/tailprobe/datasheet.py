@@ -9,6 +9,7 @@ from importlib import metadata
 
 import pandas as pd
 
+from ..text import highlight
 from .audit import MIN_AGREEMENT, N_CONTRAST, N_VERDICTS
 from .baselines import BASELINES
 from .checks import BODY_MAX_CONTRAST_ACC, BODY_MIN_AGREE_ACC
@@ -46,21 +47,9 @@ def file_hashes(probe: dict[str, pd.DataFrame]) -> dict[str, dict]:
     return out
 
 
-def _md_escape(text: str) -> str:
-    for ch in "\\`*_[]<>|#":
-        text = text.replace(ch, "\\" + ch)
-    return text
-
-
 def _display(row, context: int = 240) -> str:
     """The example with the verdict in bold, long sides cut to ``context`` characters."""
-    text, s, e = row["text"], row["verdict_start"], row["verdict_end"]
-    before, after = text[:s], text[e:]
-    if len(before) > context:
-        before = "…" + before[-context:]
-    if len(after) > context:
-        after = after[:context] + "…"
-    return f"{_md_escape(before)}**{_md_escape(text[s:e])}**{_md_escape(after)}"
+    return highlight(row["text"], row["verdict_start"], row["verdict_end"], context)
 
 
 def _pct(x) -> str:
