@@ -12,7 +12,7 @@ from pathlib import Path
 
 from poolbench.config import expand
 
-from conftest import REPO, load_config, run_snakemake
+from conftest import load_config, run_snakemake
 from test_reruns import planned, rules
 
 EXPENSIVE = {"download_wheel", "tokenizer", "model", "imdb_subset", "tailprobe", "features", "train", "evaluate"}

@@ -12,9 +12,8 @@ import pandas as pd
 from ..text import highlight
 from .audit import MIN_AGREEMENT, N_CONTRAST, N_VERDICTS
 from .baselines import BASELINES
-from .checks import BODY_MAX_CONTRAST_ACC, BODY_MIN_AGREE_ACC
 from .common import CONDITIONS, LENGTH_BINS, POSITIONS, VERSION, config
-from .filters import REJECT, TARGET
+from .filters import REJECT
 
 TOOLS = ("pysbd", "vaderSentiment", "afinn", "scikit-learn", "numpy", "pandas", "pyarrow", "tokenizers", "transformers")
 
