@@ -325,11 +325,12 @@ def _feature_cache(folder: Path, table: pd.DataFrame, hidden: np.ndarray, k: int
     np.save(folder / "sentence_ids.npy", np.zeros(offsets[-1], dtype=np.int32))
     np.save(folder / "offsets.npy", offsets)
     pd.DataFrame({"id": table["id"], "label": table["label"], "n_tokens": lengths}).to_parquet(folder / "index.parquet")
-    (folder / "info.json").write_text(json.dumps({"hidden_size": hidden.shape[-1], "layers": k}))
+    (folder / "info.json").write_text(json.dumps({"hidden_size": hidden.shape[-1], "layers": k, "num_hidden_layers": k}))
     return folder
 
 
 def _run_toy(tmp_path: Path, train_hidden: np.ndarray, test_hidden: np.ndarray, lr: float = 1e-3):
+    """A frozen attention-pooling run (the SGD path, early-stopped over a one-value lr grid)."""
     from poolbench.run import run_one
 
     table = pd.DataFrame({"id": [f"t{i}" for i in range(16)], "text": ["x"] * 16, "label": [i % 2 for i in range(16)]})
@@ -337,11 +338,15 @@ def _run_toy(tmp_path: Path, train_hidden: np.ndarray, test_hidden: np.ndarray, 
     feats = {("toy", "train"): _feature_cache(tmp_path / "f-train", table, train_hidden),
              ("toy", "test"): _feature_cache(tmp_path / "f-test", table, test_hidden)}
     out = tmp_path / "run"
-    run = {"dataset": "toy", "model": "m", "regime": "frozen", "truncation": "head", "max_len": 8, "pooling": "mean",
-           "seed": 0}
-    metrics = run_one(run=run, model_spec={"family": "encoder"}, regime_cfg={"epochs": 2, "batch_size": 8, "lr": lr},
-                      model_dir=tmp_path, datasets={"toy": {"train": tmp_path / "toy.parquet", "test": tmp_path / "toy.parquet"}},
-                      features=feats, out_dir=out)
+    spec = {"run": {"dataset": "toy", "model": "m", "regime": "frozen", "truncation": "head", "max_len": 8,
+                    "pooling": "attention", "seed": 0},
+            "family": "encoder", "kind": "frozen", "model": {"family": "encoder"},
+            "regime": {"epochs": 2, "batch_size": 8, "lr": lr, "head": {"lr_grid": [lr], "val_fraction": 0.25}},
+            "pooling": {"name": "attention", "version": 1, "options": {}}, "cache_layers": 1,
+            "cache": {"layers": 1, "dtype": "float16", "max_batch_tokens": 8192}}
+    metrics = run_one(spec=spec, model_dir=tmp_path, datasets={key: tmp_path / "toy.parquet" for key in feats},
+                      features=feats, metrics_path=out / "metrics.json", predictions_path=out / "predictions.parquet",
+                      weights_path=tmp_path / "weights" / "model.safetensors")
     return out, metrics
 
 
@@ -352,7 +357,8 @@ def _states(seed=0, tokens=4):
 def test_toy_run_writes_metrics_and_predictions(tmp_path):
     out, metrics = _run_toy(tmp_path, _states(0), _states(1))
     assert (out / "metrics.json").is_file() and (out / "predictions.parquet").is_file()
-    assert metrics["n"] == 16 and not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert metrics.n == 16 and not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert (tmp_path / "weights" / "model.safetensors").is_file()
 
 
 def test_nan_loss_fails_the_run_and_writes_nothing(tmp_path):
@@ -406,7 +412,7 @@ def test_non_finite_predictions_are_never_scored(tmp_path):
 
     test = _states(1)
     test[:4] = np.inf
-    with pytest.raises(TrainingError, match=r"predictions on toy/test are not finite"):
+    with pytest.raises(TrainingError, match=r"predictions are not finite"):
         _run_toy(tmp_path, _states(0), test)
     assert not (tmp_path / "run" / "metrics.json").exists()
 
