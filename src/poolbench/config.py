@@ -125,9 +125,10 @@ def check(config: dict) -> None:
                     raise ConfigError(f"{key}.max_len[{j}]", f"{n} is above {m}'s limit of {limit} tokens")
             if layers is not None and cache_layers > layers:
                 raise ConfigError("cache_layers", f"{cache_layers} layers but {m} has {layers}")
-            for regime in grid["regimes"]:
+            for j, regime in enumerate(grid["regimes"]):
                 if regime not in config["regimes"]:
-                    raise ConfigError(f"{key}.regimes", f"regime {regime!r} has no settings under regimes")
+                    raise ConfigError(f"{key}.regimes[{j}]", f"regime {regime!r} has no settings under regimes; "
+                                                              f"defined: {sorted(config['regimes'])}")
                 kind = regime_kind(regime, config["regimes"][regime])
                 tl = config["regimes"][regime].get("trainable_layers", 0)
                 if isinstance(tl, dict):
