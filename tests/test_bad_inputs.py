@@ -82,7 +82,7 @@ BAD_CONFIGS = [
      "3 is above random-bert's 2 layers"),
     ("unknown-truncation", _set("study.0.truncations", ["middle"]), "study[0].truncations[0]", "'middle' is not one of"),
     ("unknown-regime", _set("study.0.regimes", ["linear_probe"]), "study[0].regimes[0]", "'linear_probe' has no settings"),
-    ("regime-without-settings", _set("regimes.finetune", None), "study[1].regimes", "regime 'finetune' has no settings"),
+    ("regime-without-settings", _set("regimes.finetune", None), "study[1].regimes[0]", "regime 'finetune' has no settings"),
     ("subset-larger-than-split", _set("datasets.imdb.train_size", 30000), "datasets.imdb.train_size",
      "30000 is larger than the train split (25000 rows)"),
     ("malformed-sha256", _set("models.minilm-l6.source.sha256", "abc"), "models.minilm-l6.source.sha256", "does not match"),
