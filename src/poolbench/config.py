@@ -234,26 +234,21 @@ def subset_spec(config: dict, dataset: str, split: str) -> dict:
     return {"size": spec[f"{split}_size"], "seed": spec["seed"] + (0 if split == "train" else 1)}
 
 
-def stale_runs(config: dict, runs: list[Run], results_dir: str) -> list[tuple[Run, str]]:
-    """Committed runs whose recorded spec differs from the config's (one summary warning).
+def committed_runs(config: dict, runs: list[Run], results_dir: str) -> tuple[set[Run], list[Run]]:
+    """(runs whose committed results are current, runs whose recorded spec differs from the config).
 
-    Snakemake compares a job's params with its own records in ``.snakemake/``; a fresh clone has
-    none, so a setting changed there would go unnoticed. The spec recorded in ``metrics.json``
-    closes that gap: this names the runs to refresh with ``--forcerun``.
+    A run counts as current when its ``metrics.json`` exists and records today's spec, or records
+    none (made before specs were recorded: there is nothing to compare).
     """
     from .paths import run_dir
 
-    stale = []
+    current, stale = set(), []
     for run in runs:
         path = run_dir(results_dir, **run.wildcards()) / "metrics.json"
         if path.is_file():
             recorded = json.loads(path.read_text()).get("spec")
-            if recorded is not None and canonical(recorded) != canonical(run_spec(config, run)):
+            if recorded is None or canonical(recorded) == canonical(run_spec(config, run)):
+                current.add(run)
+            else:
                 stale.append(run)
-    if not stale:
-        return []
-    first = stale[0]
-    return [(first, f"{len(stale)} committed run(s) were made with settings other than the config's, e.g. "
-                    f"{run_dir(results_dir, **first.wildcards())}; Snakemake reruns them by itself where it "
-                    f"recorded them (.snakemake/), elsewhere run: snakemake --cores all --forcerun "
-                    f"<their metrics.json>")]
+    return current, stale

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from poolbench import paths
 from poolbench.config import (ConfigError, cache_spec, canonical, check, expand, reads_cache, regime_kind, run_spec,
-                              stale_runs, subset_spec)
+                              committed_runs, subset_spec)
 from poolbench.data import resolve_data_dir
 
 try:
@@ -160,19 +160,42 @@ def split_inputs(name, split, wc):
     return out
 
 
+def asked_for(run):
+    """Whether the command line names this run (a target or --forcerun file of it, its rule, --forceall)."""
+    settings = workflow.dag_settings
+    if settings.forceall or "train" in settings.forcerun or "evaluate" in settings.forcerun:
+        return True
+    folder = R(paths.RUN, **run.wildcards())
+    names = {str(t) for t in [*settings.targets, *settings.forcerun]}
+    return any(folder in name for name in names)
+
+
+def resource_inputs(run, inputs):
+    """A run's inputs from resources/, as Snakemake should see them.
+
+    ancient(): a cache or data subset built later (say, for a new pooling) never retrains a run by
+    its date; what a run depends on is in its spec param. A run whose committed results are current
+    and whose inputs were never built here (a fresh clone) gets none of them, so building them for
+    other runs does not pull it in either; name it on the command line to rebuild it (its weights,
+    say: `snakemake --cores all resources/weights/<run>/model.safetensors`).
+    """
+    if run in CURRENT and not asked_for(run):
+        inputs = {key: path for key, path in inputs.items() if Path(path).exists()}
+    return {key: ancient(path) for key, path in inputs.items()}
+
+
 def train_inputs(wc):
-    # ancient(): a feature cache or data subset built later (say, for a new pooling on a fresh
-    # clone) must not retrain the committed runs. What a run depends on is in its spec param.
     inputs = {"model": S(paths.MODEL, model=wc.model)}
     for split in ("train", "test"):
         inputs.update(split_inputs(wc.dataset, split, wc))
-    return {key: ancient(path) for key, path in inputs.items()}
+    return resource_inputs(the_run(wc), inputs)
 
 
 def evaluate_inputs(wc):
     inputs = {"model": S(paths.MODEL, model=wc.model), "weights": S(paths.WEIGHTS, **wc)}
     inputs.update(split_inputs(wc.evalset, "test", wc))
-    return {key: ancient(path) for key, path in inputs.items()}
+    done = Path(R(paths.TRANSFER, **wc)).exists()
+    return resource_inputs(the_run(wc), inputs) if done else {key: ancient(p) for key, p in inputs.items()}
 
 
 def run_outputs(run):
@@ -253,5 +276,8 @@ def all_targets():
             *probe_reports(), *natural_reports(), *attention_targets(), *paper_files()]
 
 
-for run, message in stale_runs(config, RUNS, RESULTS):
-    print(f"poolbench: warning: {message}", file=sys.stderr)
+CURRENT, STALE = committed_runs(config, RUNS, RESULTS)
+if STALE:  # Snakemake's own records (.snakemake/) catch these where it ran them; a fresh clone has none
+    print(f"poolbench: warning: {len(STALE)} committed run(s) were made with settings other than the config's, "
+          f"e.g. {R(paths.RUN, **STALE[0].wildcards())}; they rerun when their inputs are rebuilt, or now with "
+          f"--forcerun on their metrics.json", file=sys.stderr)
