@@ -32,18 +32,24 @@ BOOT_SEED = 0  # fixed: the summaries are byte-identical on every rerun
 
 
 def collect_runs(metric_files: list[Path]) -> pd.DataFrame:
-    """One row per run: its keys, test scores, transfer scores and costs."""
+    """One row per run: its keys, test scores, transfer scores (schema 1), costs, how it trained."""
+    from .metrics import RunMetrics
+
     rows = []
     for path in metric_files:
-        m = json.loads(Path(path).read_text())
-        row = {k: m[k] for k in RUN_KEYS}
-        row.update(accuracy=m["accuracy"], macro_f1=m["macro_f1"], n=m["n"])
-        for name, t in m.get("transfer", {}).items():
+        m = RunMetrics.read(path)
+        row = {k: getattr(m, k) for k in RUN_KEYS}
+        row.update(accuracy=m.accuracy, macro_f1=m.macro_f1, n=m.n)
+        for name, t in m.transfer.items():
             row[f"transfer_{name}_accuracy"] = t["accuracy"]
             row[f"transfer_{name}_macro_f1"] = t["macro_f1"]
-        row.update(trainable_params=m["trainable_params"], wall_s=round(m["wall_s"], 2), cpu_s=round(m["cpu_s"], 2),
-                   train_tokens_per_s=round(m["train"]["train_tokens_per_s"], 1),
-                   final_train_loss=round(m["train"]["epoch_loss"][-1], 5), git_commit=m["git_commit"])
+        fit = m.train
+        loss = fit["train_loss"] if "train_loss" in fit else fit["epoch_loss"][-1]  # heads record the final loss
+        row.update(trainable_params=m.trainable_params, wall_s=round(m.wall_s, 2), cpu_s=round(m.cpu_s, 2),
+                   train_tokens_per_s=round(fit["train_tokens_per_s"], 1) if "train_tokens_per_s" in fit else None,
+                   final_train_loss=round(loss, 5), git_commit=m.git_commit)
+        if m.schema_version >= 2:
+            row.update(precision=m.precision, head=fit.get("method", "sgd"))
         rows.append(row)
     return pd.DataFrame(rows).sort_values(RUN_KEYS, kind="stable").reset_index(drop=True)
 
