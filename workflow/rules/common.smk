@@ -26,6 +26,8 @@ ENV = "../../environment.yml"  # conda env of every rule (relative to this folde
 # result" and retrain everything, so its mtime is pinned. Library changes are tracked by the
 # versions in each job's spec instead (README, "When results are recomputed").
 JOB_SCRIPT = Path(workflow.basedir) / "workflow" / "scripts" / "job.py"
+# The committed human reading of a probe sample (an input of the tailprobe rule, from any workdir).
+PROBE_AUDIT = str(Path(workflow.basedir) / "src" / "poolbench" / "tailprobe" / "audit.csv")
 try:
     os.utime(JOB_SCRIPT, (0, 0))
 except OSError:  # a read-only checkout

@@ -23,7 +23,7 @@ rule imdb_subset:
 rule tailprobe:
     input:
         unpack(probe_tokenizers),
-        audit=ancient("src/poolbench/tailprobe/audit.csv"),  # the committed human reading of a sample
+        audit=ancient(PROBE_AUDIT),
     output:
         train=S(paths.DATASET, dataset="tailprobe", split="train"),
         test=S(paths.DATASET, dataset="tailprobe", split="test"),
