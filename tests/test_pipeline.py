@@ -23,7 +23,12 @@ def test_every_run_has_metrics_and_predictions(smoke):
         assert metrics["pooling"] == run.pooling and metrics["seed"] == run.seed
         assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["macro_f1"] <= 1.0
         assert metrics["n"] == cfg["datasets"]["imdb"]["test_size"]
-        assert metrics["wall_s"] > 0 and metrics["cpu_s"] > 0 and metrics["train"]["train_tokens_per_s"] > 0
+        assert metrics["wall_s"] > 0 and metrics["cpu_s"] > 0 and metrics["precision"] in ("fp32", "bf16")
+        fit = metrics["train"]
+        if run.regime == "frozen":  # heads fitted to their optimum (poolbench.heads)
+            assert fit["method"] in ("logistic_cv", "sgd_early_stopping") and fit["train_loss"] > 0
+        else:
+            assert fit["train_tokens_per_s"] > 0
         assert metrics["versions"]["torch"] and metrics["spec"]["regime"] == cfg["regimes"][run.regime]
         assert metrics["schema_version"] == 2 and metrics["spec"]["pooling"]["name"] == run.pooling
         preds = pd.read_parquet(folder / "predictions.parquet")
