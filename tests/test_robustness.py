@@ -286,17 +286,17 @@ def test_a_diverging_run_fails_alone_and_finished_runs_stay(killed_and_resumed, 
     summary = workdir / cfg["results_dir"] / "summary" / "runs.csv"
     summary_before = summary.stat().st_mtime_ns
     bad = load_config(MINI)
-    bad["regimes"]["finetune"]["lr"] = 1.0e30
-    bad["study"][1]["seeds"] = [0, 7]  # seed 7 is a new run; seed 0 is finished and must stay
+    # A new regime whose one run diverges; the finished runs' settings are unchanged, so they stay.
+    bad["regimes"]["diverge"] = {**bad["regimes"]["finetune"], "kind": "finetune", "lr": 1.0e30}
+    bad["study"].append({**bad["study"][1], "regimes": ["diverge"], "seeds": [7]})
     config = tmp_path / "diverging.yaml"
-    # sort_keys=False: Snakemake compares params by their repr, so reordered keys would rebuild the data.
-    config.write_text(yaml.safe_dump(bad, sort_keys=False))
+    config.write_text(yaml.safe_dump(bad))
     proc = run_snakemake(workdir, "--cores", "2", "--keep-going", configfile=config, check=False, timeout=600)
     assert proc.returncode != 0
     assert jobs_planned(proc.stdout + proc.stderr, "train") == 1
-    folder = run_dir(workdir / cfg["results_dir"], "imdb", "random-bert", "finetune", "tail", 64, "cls", 7)
+    folder = run_dir(workdir / cfg["results_dir"], "imdb", "random-bert", "diverge", "tail", 64, "cls", 7)
     assert not (folder / "metrics.json").exists() and not (folder / "predictions.parquet").exists()
-    job_log = workdir / cfg["resources_dir"] / "logs" / "runs/imdb/random-bert/finetune/tail-64/cls/seed7.log"
+    job_log = workdir / cfg["resources_dir"] / "logs" / "runs/imdb/random-bert/diverge/tail-64/cls/seed7.log"
     assert re.search(r"TrainingError: loss became (nan|inf) at epoch 1", job_log.read_text())
     assert {run: path.stat().st_mtime_ns for run, path in metrics.items()} == before
     assert summary.stat().st_mtime_ns == summary_before

@@ -39,7 +39,7 @@ def predict(run_dir: Path, input_path: Path, output: Path, resources: Path | Non
     from .io import write_parquet
     from .metrics import RunMetrics
     from .paths import MODEL, WEIGHTS
-    from .run import score_texts
+    from .run import check_weights, score_texts
 
     metrics_file = Path(run_dir) / "metrics.json"
     if not metrics_file.is_file():
@@ -61,6 +61,7 @@ def predict(run_dir: Path, input_path: Path, output: Path, resources: Path | Non
                          f"build it with: snakemake --cores all {model_dir}")
     texts = _read_texts(Path(input_path))
     try:
+        check_weights(weights, metrics.spec)  # before any model loads: one clear sentence
         prob = score_texts(metrics.spec, model_dir, weights, texts)
     except ValueError as err:  # weights of another run, or a classifier they do not fit
         raise UsageError(str(err)) from None

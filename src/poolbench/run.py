@@ -133,17 +133,23 @@ def save_weights(model: torch.nn.Module, path: Path, spec: dict) -> None:
     atomic_write(path, lambda p: save_file(state, str(p), metadata={"spec": canonical(spec)}))
 
 
-def load_weights(model: torch.nn.Module, path: Path, spec: dict | None = None) -> None:
-    """Load a run's weights; with ``spec``, refuse weights that another run (model, pooling) made."""
+def check_weights(path: Path, spec: dict) -> None:
+    """Refuse weights that another run (model, pooling or regime) made: their spec is in the file."""
     from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        saved = json.loads((f.metadata() or {}).get("spec", "{}")).get("run", {})
+    for key in ("model", "pooling", "regime"):
+        if saved.get(key) != spec["run"][key]:
+            raise ValueError(f"{path} holds weights of a {key} {saved.get(key)!r} run, not {spec['run'][key]!r}")
+
+
+def load_weights(model: torch.nn.Module, path: Path, spec: dict | None = None) -> None:
+    """Load a run's weights; with ``spec``, refuse weights that another run made."""
     from safetensors.torch import load_file
 
     if spec is not None:
-        with safe_open(str(path), "pt") as f:
-            saved = json.loads((f.metadata() or {}).get("spec", "{}")).get("run", {})
-        for key in ("model", "pooling", "regime"):
-            if saved.get(key) != spec["run"][key]:
-                raise ValueError(f"{path} holds weights of a {key} {saved.get(key)!r} run, not {spec['run'][key]!r}")
+        check_weights(path, spec)
     state = load_file(str(path))
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("backbone.")]
