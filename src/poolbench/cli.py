@@ -1,6 +1,11 @@
-"""The ``poolbench`` command: use a trained run outside the pipeline.
+"""The ``poolbench`` command: use a trained run, the probe and any classifier outside the pipeline.
 
     poolbench predict --run results/runs/<...>/seed0 --input texts.parquet --output scores.parquet
+    poolbench export-data --out tailprobe-hf/            # the probe + natural tail set as a HF dataset
+    poolbench score --model <HF classifier folder> --out scores/
+    poolbench export --run results/runs/<...>/seed0 --out my-classifier/   # pooler / last runs only
+
+The work is done in :mod:`poolbench.run` (predict) and :mod:`poolbench.hub` (the rest).
 """
 
 from __future__ import annotations
@@ -34,12 +39,10 @@ def _read_texts(path: Path) -> pd.DataFrame:
     return table
 
 
-def predict(run_dir: Path, input_path: Path, output: Path, resources: Path | None = None) -> pd.DataFrame:
-    """P(positive) for every row of ``input_path`` from the trained run in ``run_dir``."""
-    from .io import write_parquet
+def _trained_run(run_dir: Path, resources: Path | None) -> tuple[dict, Path, Path]:
+    """(spec, weights file, backbone folder) of a run folder, each checked to exist."""
     from .metrics import RunMetrics
     from .paths import MODEL, WEIGHTS
-    from .run import check_weights, score_texts
 
     metrics_file = Path(run_dir) / "metrics.json"
     if not metrics_file.is_file():
@@ -59,15 +62,61 @@ def predict(run_dir: Path, input_path: Path, output: Path, resources: Path | Non
     if not model_dir.is_dir():
         raise UsageError(f"the run's backbone {run['model']!r} is not materialised at {model_dir}; "
                          f"build it with: snakemake --cores all {model_dir}")
+    return metrics.spec, weights, model_dir
+
+
+def predict(run_dir: Path, input_path: Path, output: Path, resources: Path | None = None) -> pd.DataFrame:
+    """P(positive) for every row of ``input_path`` from the trained run in ``run_dir``."""
+    from .io import write_parquet
+    from .run import check_weights, score_texts
+
+    spec, weights, model_dir = _trained_run(run_dir, resources)
     texts = _read_texts(Path(input_path))
     try:
-        check_weights(weights, metrics.spec)  # before any model loads: one clear sentence
-        prob = score_texts(metrics.spec, model_dir, weights, texts)
+        check_weights(weights, spec)  # before any model loads: one clear sentence
+        prob = score_texts(spec, model_dir, weights, texts)
     except ValueError as err:  # weights of another run, or a classifier they do not fit
         raise UsageError(str(err)) from None
     out = texts.drop(columns=["text"]).assign(p_positive=prob, pred=(prob >= 0.5).astype(np.int64))
     write_parquet(output, out)  # atomic: a failed run leaves no partial file
     return out
+
+
+def export_data(out: Path, config: Path, sets: list[str]) -> Path:
+    """The pipeline's probe and natural tail set (paths from ``config``) as a Hugging Face dataset folder."""
+    from . import hub
+
+    return hub.export_data(hub.pipeline_files(config, sets), hub.pipeline_datasheets(config, sets), out)
+
+
+def score(model: Path, out: Path, data: Path | None, config: Path, sets: list[str], positive: str | None,
+          max_len: int | None, truncation: str | None, batch_size: int) -> dict:
+    """Score a *ForSequenceClassification folder on the test splits (an export-data folder, else the pipeline's)."""
+    from . import hub
+
+    if data is not None:
+        files = hub.set_files(data, sets, ("test",), hint=f"is {data} a folder written by poolbench export-data?")
+    else:
+        files = hub.pipeline_files(config, sets, ("test",))
+    try:
+        labels = [int(x) for x in positive.split(",")] if positive else None
+    except ValueError:
+        raise UsageError(f"--positive-label takes label ids such as 1 or 3,4, not {positive!r}") from None
+    clf = hub.HFClassifier(model, labels, max_len, truncation)
+    return hub.score(clf, files, out, batch_size)
+
+
+def export(run_dir: Path, out: Path, resources: Path | None = None) -> Path:
+    """A pooler (BERT) or last-token (decoder) run as a standard *ForSequenceClassification folder."""
+    from . import hub
+    from .run import check_weights
+
+    spec, weights, model_dir = _trained_run(run_dir, resources)
+    try:
+        check_weights(weights, spec)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return hub.export_run(spec, model_dir, weights, out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,12 +128,50 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", required=True, type=Path, help="a parquet file with a 'text' column")
     p.add_argument("--output", required=True, type=Path, help="parquet to write: input columns + p_positive, pred")
     p.add_argument("--resources", type=Path, help="the resources folder (default: beside the run's results/)")
+
+    sets = dict(nargs="+", default=["tailprobe", "naturaltail"], choices=["tailprobe", "naturaltail"],
+                help="which sets (default: both)")
+    config = dict(type=Path, default=Path("workflow/config/default.yaml"),
+                  help="the pipeline config whose resources_dir / results_dir hold the sets (default: %(default)s)")
+    p = sub.add_parser("export-data", help="write the probe and the natural tail set as a Hugging Face dataset folder")
+    p.add_argument("--out", required=True, type=Path, help="the folder to write (parquet files + README.md card)")
+    p.add_argument("--config", **config)
+    p.add_argument("--sets", **sets)
+
+    p = sub.add_parser("score", help="score any *ForSequenceClassification model on the probe and natural tail set")
+    p.add_argument("--model", required=True, type=Path, help="a Hugging Face model folder (config, weights, tokenizer)")
+    p.add_argument("--out", required=True, type=Path, help="folder for cell tables, predictions, figure, VERDICT.md")
+    p.add_argument("--data", type=Path, help="a folder written by export-data (default: the pipeline's files)")
+    p.add_argument("--config", **config)
+    p.add_argument("--sets", **sets)
+    p.add_argument("--positive-label", help="the positive label id(s), e.g. 1 or 3,4 (default: the label named "
+                                            "positive, else 1; required with more than 2 labels)")
+    p.add_argument("--max-len", type=int, help="tokens per text, special tokens included "
+                                               "(default: the tokenizer's model_max_length)")
+    p.add_argument("--truncation", choices=["head", "tail", "head_tail"],
+                   help="which tokens a long text keeps (default: the tokenizer's truncation side)")
+    p.add_argument("--batch-size", type=int, default=32)
+
+    p = sub.add_parser("export", help="a 'pooler' (BERT) or 'last' (decoder) run as a standard HF classifier folder")
+    p.add_argument("--run", required=True, type=Path, help="a run folder under results/runs/ (holds metrics.json)")
+    p.add_argument("--out", required=True, type=Path, help="the model folder to write")
+    p.add_argument("--resources", type=Path, help="the resources folder (default: beside the run's results/)")
     args = parser.parse_args(argv)
+    from .hub import HubError
+
     try:
         if args.command == "predict":
             out = predict(args.run, args.input, args.output, args.resources)
             print(f"wrote {len(out)} predictions to {args.output}")
-    except UsageError as err:
+        elif args.command == "export-data":
+            print(f"wrote {export_data(args.out, args.config, args.sets)}")
+        elif args.command == "score":
+            score(args.model, args.out, args.data, args.config, args.sets, args.positive_label, args.max_len,
+                  args.truncation, args.batch_size)
+            print(f"wrote {args.out}/VERDICT.md")
+        elif args.command == "export":
+            print(f"wrote {export(args.run, args.out, args.resources)}")
+    except (UsageError, HubError) as err:
         print(f"poolbench {args.command}: {err}", file=sys.stderr)
         return 2
     return 0
