@@ -119,6 +119,10 @@ def test_assert_checks_names_every_failure():
         ("Top 5 movies of the year for me, all brilliant and wonderful.", "list_or_postscript"),
         ("Not as good as the original, but the sequel is still great fun.", "other_work"),
         ("Much better than The Godfather and just as wonderful to watch.", "proper_name_comparison"),
+        ("I loved this film for Laura Fraser alone, a wonderful watch.", "proper_name"),
+        ("I'm sure you will love this wonderful movie, I did.", None),
+        ("A wonderful movie with the best ending I have seen.", "part_person_or_guilty_pleasure"),
+        ("A wonderful watch for lovers of bad movies, this one.", "part_person_or_guilty_pleasure"),
         ("Thanks for reading my review, and enjoy this great film.", "about_the_review"),
         ("A great movie about murder and death, beautifully done.", "violence_or_death"),
         ('The "best" movie ever made, what a wonderful joke.', "quotation"),
@@ -240,6 +244,12 @@ def test_checks_pass_on_small_build(small_probe, imdb, one_tokenizer):
             "read_and_counted", "baselines"} <= set(checks)
     for check in checks.values():
         assert isinstance(check["passed"], bool) and "measured" in check
+    # a 240-example build has 120 contrast bodies per split: too few for the body check's thresholds
+    # (set for the full build); here the bodies must still lean their own way, far apart by condition
+    bodies = checks.pop("bodies_point_their_own_way")
+    for split in tp.SPLITS:
+        by = bodies["splits"][split]["by_condition"]
+        assert by["contrast"] < 0.4 < 0.7 < by["agree"], (split, by)
     tp.assert_checks(checks)
     # the committed audit was read for the default config, not this one: it must say so, not pass silently
     assert checks["read_and_counted"]["status"] == "not_applicable"

@@ -1,4 +1,4 @@
-"""Tail-sentiment probe (v2): does a pooled representation catch a verdict in the LAST sentence?
+"""Tail-sentiment probe (v3): does a pooled representation catch a verdict in the LAST sentence?
 
 Every probe example is a *body* (sentences, in order, of one IMDB review) with a *verdict* (the
 final sentence of another IMDB review, that judges the film and passes VADER, AFINN and an

@@ -9,7 +9,8 @@ line of the file records the config the sample was drawn from.
 :func:`check_audit` verifies that the file is the current sample (same ids, same text by
 SHA-256) and counts agreement. When the probe was built from another config (e.g. a smoke run)
 the audit does not apply and the check says so; when the config matches but the sample changed,
-the audit is *stale* and the check fails: the generator changed and must be re-read.
+the audit is *stale* and the check fails: the generator changed and must be re-read. Only the
+verdicts' agreement is enforced (:data:`ENFORCED`); the contrast texts' is reported.
 """
 
 from __future__ import annotations
@@ -23,10 +24,19 @@ import pandas as pd
 from .common import VERSION, config, verdict_texts
 
 AUDIT_FILE = Path(__file__).with_name("audit.csv")
-AUDIT_SEED = 20261126
+AUDIT_SEED = 20261127  # v3: a fresh sample (v2's reading used 20261126)
 N_VERDICTS = 100
 N_CONTRAST = 50
 MIN_AGREEMENT = 0.95
+# The check fails the build when the verdicts' agreement is under the target. Contrast texts are
+# counted and reported, target met or not, but do not fail it: a contrast text sets a body that reads
+# one way against one verdict the other way by design, and readers call most of them mixed (v2: 9 of
+# 50 read as labelled; v3, with plain praise and blame also kept out of bodies: see the datasheet).
+# Contrast cells therefore measure whether a classifier follows the verdict against its body, not
+# agreement with a reader.
+ENFORCED = ("verdict",)
+CONTRAST_NOTE = ("contrast texts are counted but not enforced: they pit a body against the verdict by design, "
+                 "so contrast accuracy measures verdict-following, not agreement with a reader")
 META_KEYS = ("seed", "train_size", "test_size")
 COLUMNS = ["kind", "id", "sha256", "probe_label", "reader_label", "note"]
 
@@ -94,13 +104,16 @@ def check_audit(probe: dict[str, pd.DataFrame], cfg: dict) -> dict:
         a = agree.loc[sel]
         per_kind[kind] = {"n": int(len(a)), "agree": int(a.sum()), "agreement": float(a.mean()),
                           "not_a_judgement": int((rows.loc[sel, "reader_label"] == "none").sum())}
-    return {**out, "status": "current", "by_kind": per_kind,
-            "passed": all(k["agreement"] >= MIN_AGREEMENT for k in per_kind.values()),
-            "measured": {k: v["agreement"] for k, v in per_kind.items()}}
+    for kind, v in per_kind.items():
+        v["target_met"] = v["agreement"] >= MIN_AGREEMENT
+    return {**out, "status": "current", "by_kind": per_kind, "enforced": list(ENFORCED),
+            "passed": all(per_kind[k]["target_met"] for k in ENFORCED if k in per_kind),
+            "note": CONTRAST_NOTE, "measured": {k: v["agreement"] for k, v in per_kind.items()}}
 
 
 def write_blank(probe: dict[str, pd.DataFrame], cfg: dict, path: Path, reading: Path | None = None) -> pd.DataFrame:
-    """Write an audit file with empty reader labels (and, if ``reading`` is given, a Markdown file to read)."""
+    """Write an audit file with empty reader labels (and, if ``reading`` is given, a Markdown file to
+    read, which does not show the probe's labels: the reader labels blind)."""
     from poolbench.io import write_text
 
     sample = audit_sample(probe)
@@ -108,7 +121,9 @@ def write_blank(probe: dict[str, pd.DataFrame], cfg: dict, path: Path, reading: 
     write_text(path, meta_line(cfg) + "\n" + rows.to_csv(index=False))
     if reading is not None:
         lines = []
-        for r in sample.itertuples():
-            lines += [f"## {r.kind} {r.id} (probe label {r.probe_label})", "", r.text, ""]
+        # blind: neither the probe's label nor the ids (verdict ids name the review's polarity) are
+        # shown; item n is row n of the audit file
+        for n, r in enumerate(sample.itertuples(), 1):
+            lines += [f"## item {n:03d} ({r.kind})", "", r.text, ""]
         write_text(reading, "\n".join(lines))
     return rows

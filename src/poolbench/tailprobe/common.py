@@ -9,12 +9,12 @@ import numpy as np
 
 from poolbench.text import clean, sentence_spans
 
-VERSION = 2  # of the generator's rules; the datasheet and the audit record it
+VERSION = 3  # of the generator's rules; the datasheet and the audit record it
 
 DEFAULTS = {
     "seed": 0,
-    "train_size": 2000,
-    "test_size": 2000,
+    "train_size": 1000,
+    "test_size": 1000,
     # verdict filter (polarity): all three must agree with the review's label, confidently
     "vader_threshold": 0.5,  # VADER compound, in the label's direction
     "afinn_min": 2.0,  # AFINN score (sum of word valences), in the label's direction

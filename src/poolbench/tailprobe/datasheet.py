@@ -104,13 +104,18 @@ def _checks_lines(checks: dict) -> list[str]:
     rc = checks.get("read_and_counted")
     if rc:
         lines += [f"**Read and counted** (a person read a fixed random sample of {N_VERDICTS} probe-test verdicts and "
-                  f"{N_CONTRAST} contrast texts and recorded the label a reader would give; target ≥ "
-                  f"{MIN_AGREEMENT:.0%} each; file `{rc['file'].split('/src/')[-1]}`, sha256 "
-                  f"`{(rc.get('sha256_file') or '')[:16]}`): status **{rc.get('status')}**, {ok(rc)}.", ""]
+                  f"{N_CONTRAST} contrast texts, blind to the probe's labels, and recorded the label a reader would "
+                  f"give; target ≥ {MIN_AGREEMENT:.0%} each, enforced for the verdicts; file "
+                  f"`{rc['file'].split('/src/')[-1]}`, sha256 `{(rc.get('sha256_file') or '')[:16]}`): status "
+                  f"**{rc.get('status')}**, {ok(rc)}.", ""]
         if rc.get("status") == "current":
-            lines += ["| sample | read | reader agrees with the probe | agreement | read as no judgement |", "|---|---:|---:|---:|---:|"]
+            lines += ["| sample | read | reader agrees with the probe | agreement | read as no judgement | target met |",
+                      "|---|---:|---:|---:|---:|---|"]
             for kind, s in rc["by_kind"].items():
-                lines.append(f"| {kind} | {s['n']} | {s['agree']} | {_pct(s['agreement'])} | {s['not_a_judgement']} |")
+                lines.append(f"| {kind} | {s['n']} | {s['agree']} | {_pct(s['agreement'])} | {s['not_a_judgement']} | "
+                             f"{'yes' if s.get('target_met') else '**no**'} |")
+            if rc.get("note"):
+                lines += ["", f"> {rc['note'][0].upper() + rc['note'][1:]}."]
         else:
             lines.append(f"> **Audit not counted for this probe:** {rc.get('measured')}")
         lines.append("")
@@ -269,7 +274,11 @@ def datasheet(probe: dict[str, pd.DataFrame], checks: dict, cfg: dict) -> str:
         + "Never that review's last sentence, nor any sentence that passes the polarity filter in either direction (the "
         "verdict is the single decisive judgement), nor an *evaluative* sentence (judgement vocabulary such as "
         "recommend, worst, boring, waste, a rating; or about the work or an aspect of it (film, acting, plot, ending, "
-        "...) with |VADER| ≥ 0.4 or the bag-of-words ≥ 85% sure either way), nor a sentence of the other split. From a random usable sentence the body grows over "
+        "...) with |VADER| ≥ 0.4 or the bag-of-words ≥ 85% sure either way), nor a sentence of the other split. Since v3 "
+        "the judgement vocabulary includes plain praise and blame (good, bad, great, best, love, enjoy, fun, ...) and "
+        "verdicts naming a person or another title (a capitalised word inside the sentence, `proper_name`) are "
+        "rejected: the v2 reading found readers took such verdicts to judge something else. From a random usable "
+        "sentence the body grows over "
         "the usable sentences, in order, to a random length within the bin (the body leans through description; "
         "the lean is measured below by a bag-of-words on the body alone).",
         "- **Insertion.** At the start, at the end, or (middle) at the sentence boundary that best balances the characters.",
@@ -357,4 +366,7 @@ def _limitations(cfg: dict) -> list[str]:
         f"- Length bins are defined by the given tokenizers; another tokenizer may put a text outside its bin. Texts "
         f"between {cfg['short_max_tokens']} and {cfg['long_min_tokens']} tokens are deliberately absent.",
         "- The audit is one reader's judgement on a random sample of probe-test; probe-train is not read.",
+        "- Contrast texts are conflicts by design (a body that reads one way, one verdict the other): most readers "
+        "call them mixed (see *Read and counted*), so a contrast cell's accuracy is the rate at which a classifier "
+        "follows the verdict against its body, not agreement with a reader's label.",
     ]

@@ -58,6 +58,16 @@ REJECT: dict[str, re.Pattern] = {
     ),
     "quotation": re.compile(r"[\"“”]|(^|\s)'[^']+'(\s|[.,!?]|$)"),
     "question": re.compile(r"\?"),
+    # v3: one part, one person or a guilty pleasure rather than the film (the blind reading of v3's
+    # first build: 'praises only the ending', 'judges the director's career', 'only for B-movie lovers')
+    "part_person_or_guilty_pleasure": re.compile(
+        r"\b(endings?|roles?|characters?|directors?|director's|career|b-?movies?|bad (movies|films)|cheesy|campy|"
+        r"guilty pleasure|so bad)\b",
+        _I,
+    ),
+    # a capitalised word inside the sentence names someone or something (an actor, another film,
+    # a show): readers then take the verdict to be about that, not about the film of the body
+    "proper_name": re.compile(r"(?<=[a-z,;:)]\s)(?!I\b|I'|OK\b|TV\b)[A-Z][A-Za-z]+"),
 }
 # A verdict points at the whole work (or at the viewer's judgement of it), not at one aspect.
 TARGET = re.compile(
@@ -70,7 +80,11 @@ JUDGEMENT = re.compile(
     r"\b(recommend\w*|rent(ed|ing)?|avoid|wast(e|ed|es|ing)|worst|awful|terrible|horrible|excellent|brilliant|"
     r"masterpiece|crap\w*|garbage|mediocre|rubbish|stinks?|sucks?|must[- ]see|ratings?|rated|boring|bored|"
     r"fantastic|amazing|wonderful|disappoint\w*|dull|pointless|superb|overrated|underrated|worth\w*|"
-    r"masterful|lame|stupid|dumb|pathetic|unwatchable|gem)\b|\b\d+(\.\d+)?\s*/\s*10\b|out of (10|ten|5|five)\b",
+    r"masterful|lame|stupid|dumb|pathetic|unwatchable|gem|"
+    # v3: words the v2 audit found in bodies that readers took as the body's own verdict
+    r"classics?|milestone|favou?rites?|sensational|mesmeri[sz]\w*|profound|senseless|yawn\w*|cheat(ed|ing)?|"
+    r"keeper|insult\w*|love[ds]?|loving|hate[ds]?|hated|enjoy\w*|great|best|bad|worse|good|better|"
+    r"fun|funny|beautiful\w*|perfect\w*|poor\w*|weak|brilliant\w*|nonsense|mess)\b|\b\d+(\.\d+)?\s*/\s*10\b|out of (10|ten|5|five)\b",
     _I,
 )
 # A body sentence about the work (or an aspect of it) that leans either way is a judgement too.
