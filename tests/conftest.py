@@ -93,3 +93,36 @@ def smoke(tmp_path_factory, data_dir):
     workdir = tmp_path_factory.mktemp("smoke")
     run_snakemake(workdir, "--cores", "2")
     return workdir, load_config(SMOKE_CONFIG)
+
+
+# ---- tiny models shared by the unit tests ------------------------------------------------------
+
+WORDS = [f"w{i}" for i in range(60)]
+
+
+def word_tokenizer(encoder: bool = True):
+    """A fast word-level tokenizer over ``WORDS`` (vocabulary 65); ``encoder`` adds [CLS] ... [SEP]."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", ".", *WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    if encoder:
+        tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                           special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+        return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
+                                       cls_token="[CLS]", sep_token="[SEP]")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for the module (tiny models: threads only add overhead on 2 shared cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+

@@ -10,38 +10,26 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+from transformers import BertConfig, BertModel
 
 from poolbench.attention import (cls_attention_mass, encode_examples, figure, pooling_attention_mass, summarise,
                                  verdict_mask)
 from poolbench.encoding import encode
-from poolbench.models import load_backbone, load_tokenizer
+from poolbench.models import load_backbone
 from poolbench.pooling import masked_softmax
 from poolbench.run import save_weights
 from poolbench.topk import TopLayers
 from poolbench.train import TrainConfig, build_classifier, build_topk_classifier
 
-WORDS = [f"w{i}" for i in range(60)]
+from conftest import WORDS
+from conftest import word_tokenizer as tokenizer
+
 H, L, K, MAX_LEN = 32, 4, 2, 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", ".", *WORDS])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
-                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                                   cls_token="[CLS]", sep_token="[SEP]")
 
 
 def backbone(uniform: bool = False) -> BertModel:

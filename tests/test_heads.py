@@ -13,7 +13,7 @@ from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertPooler
 
 from poolbench import heads
-from poolbench.heads import HeadBelowReference, HeadConfig, fit_head, fit_learned_head, fit_logistic_head, is_fixed
+from poolbench.heads import HeadBelowReference, HeadConfig, fit_head, fit_logistic_head, is_fixed
 from poolbench.pooling import POOLINGS, PoolingContext, build_pooling
 from poolbench.train import TrainConfig, TrainingError, build_classifier, predict, train
 

@@ -13,10 +13,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification,
-                          BertModel, GPT2Config, GPT2Model, LlamaConfig, LlamaForSequenceClassification, LlamaModel,
-                          PreTrainedTokenizerFast)
+                          BertModel, GPT2Config, GPT2Model, LlamaConfig, LlamaForSequenceClassification, LlamaModel)
 
 from poolbench import hub, naturaltail
 from poolbench.cli import main
@@ -29,18 +27,13 @@ from poolbench.run import build, save_weights
 from poolbench.train import predict
 from poolbench.tailprobe import COLUMNS
 
-from conftest import REPO
+from conftest import REPO, WORDS
+from conftest import word_tokenizer as tokenizer
 
-WORDS = [f"w{i}" for i in range(60)]
 H, MAX_LEN = 32, 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -145,14 +138,6 @@ def exported(pipeline, tmp_path):
 # ---- tiny models --------------------------------------------------------------------------------
 
 
-def tokenizer(encoder: bool) -> PreTrainedTokenizerFast:
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", ".", *WORDS])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    if encoder:
-        tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
-                                                           special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
 
 
 def config_of(arch: str, **kw):

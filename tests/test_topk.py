@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel
 
 from poolbench.features import FeatureSet, extract
 from poolbench.topk import (autocast, cpu_has_native_bf16, layers_to_cache, resolve_precision,
@@ -25,18 +24,12 @@ from poolbench.topk import (autocast, cpu_has_native_bf16, layers_to_cache, reso
 from poolbench.train import (Classifier, LiveData, TrainConfig, build_classifier, build_topk_classifier,
                              predict, set_trainable_layers, train)
 
-WORDS = [f"w{i}" for i in range(60)]
+from conftest import WORDS
+from conftest import word_tokenizer as tokenizer
+
 H, POOL_LAYERS = 32, 4
 
 
-def tokenizer(encoder: bool) -> PreTrainedTokenizerFast:
-    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", ".", *WORDS])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    if encoder:
-        tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
-                                                           special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
 
 
 def texts(n: int, seed: int = 0) -> pd.DataFrame:
@@ -65,13 +58,7 @@ CASES = [("bert", "encoder", 4, 2, "right"), ("llama", "decoder", 3, 1, "right")
 IDS = ["bert-top2-right", "llama-top1-right", "llama-top1-left", "llama-top2-left", "bert-top1-left"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: threads only add synchronisation cost (10x on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only add synchronisation cost
 
 
 def setup(case, tmp_path, pooling: str, dtype: str = "float32", n: int = 12):

@@ -527,7 +527,7 @@ def datasheet(table: pd.DataFrame, checks_out: dict, cfg: dict | None = None) ->
         "review.",
         f"3. **Clear verdict**: {cfg['verdict_min_words']}–{cfg['verdict_max_words']} words; VADER compound "
         f"≥ {cfg['vader_threshold']} in the rating's direction"
-        + (f"; AFINN score non-zero with the rating's sign." if cfg["afinn_agree"] else "."),
+        + ("; AFINN score non-zero with the rating's sign." if cfg["afinn_agree"] else "."),
         f"4. **Body reads the other way**: ≥ {cfg['body_min_sentences']} sentences and ≥ {cfg['body_min_words']} words; "
         f"a TF-IDF (1–{cfg['classifier_ngrams']}-grams, sublinear tf, min_df 2) + L2 logistic regression "
         f"(C = {cfg['classifier_C']}, liblinear, seed {cfg['seed']}) trained on the 25,000 IMDB **train** reviews "
@@ -632,7 +632,7 @@ def datasheet(table: pd.DataFrame, checks_out: dict, cfg: dict | None = None) ->
         "connective column above.",
         "- Whitespace is normalised (`<br />` and paragraph breaks become one space), so `original` is not byte-identical "
         "to the IMDB file.",
-        f"- Small: with n reviews the binomial SE of an accuracy is about √(0.25/n): "
+        "- Small: with n reviews the binomial SE of an accuracy is about √(0.25/n): "
         + ", ".join(f"{s} ±{100 * (0.25 / max(n[s], 1)) ** 0.5:.1f} points" for s in SETS)
         + "; the three variants of a review are not independent (cluster on `review_id`).",
         "",
