@@ -245,3 +245,29 @@ def write_paper(write, folder):
         ("probe_pooling", "tab_probe_pooling")]}
     write(runs=folder / "runs.csv", stats=folder / "pooling_stats.csv", comparisons=folder / "comparisons.csv",
           probe=folder / "tailprobe_cells.csv", transfer=folder / "transfer_tailprobe_cells.csv", checks=None, out=out)
+
+
+def test_regime_ladder_reads_accuracy_and_gap_per_trained_layer(tmp_path):
+    # mean's lead over cls shrinks as more layers train: 20 points frozen, 10 at two layers, none at six
+    ladder_acc = {"frozen": (0, {"cls": 0.6, "mean": 0.8}), "top2": (2, {"cls": 0.7, "mean": 0.8}),
+                  "full": (6, {"cls": 0.8, "mean": 0.8})}
+    preds = pd.concat([synthetic(acc=acc, rng=i, regime=regime) for i, (regime, (_, acc)) in enumerate(ladder_acc.items())])
+    # another setting in one regime only: no ladder
+    preds = pd.concat([preds, synthetic(acc={"cls": 0.6, "mean": 0.7}, dataset="tailprobe")])
+    runs = preds.drop_duplicates(RUN_KEYS)[RUN_KEYS].assign(
+        trained_layers=lambda d: d["regime"].map({r: k for r, (k, _) in ladder_acc.items()}))
+    stats, comps = pooling_stats(preds, n_boot=1000), comparisons(preds, n_boot=2000)
+    assert analysis.ladder_settings(runs) == [("imdb", "m", "encoder", "head", 128)]
+    ladder = analysis.regime_ladder(runs, stats, comps)
+    assert len(ladder) == 6 and list(ladder["trained_layers"].unique()) == [0, 2, 6]
+    mean = ladder[ladder["pooling"] == "mean"].set_index("regime")
+    for regime, (_, acc) in ladder_acc.items():
+        assert mean.loc[regime, "gap"] == pytest.approx(acc["mean"] - acc["cls"], abs=0.04)
+        assert mean.loc[regime, "gap_ci_low"] < mean.loc[regime, "gap"] < mean.loc[regime, "gap_ci_high"]
+    assert ladder[ladder["pooling"] == "cls"]["gap"].isna().all()  # the baseline has no gap to itself
+    assert mean.loc["frozen", "gap_holm_p"] < 0.05 < mean.loc["full", "gap_holm_p"]
+    out = tmp_path / "ladder.png"
+    analysis.ladder_figure(ladder, out)
+    assert out.stat().st_size > 10_000
+    # runs without trained-layer counts (schema 1) give no ladder
+    assert analysis.regime_ladder(runs.drop(columns="trained_layers"), stats, comps).empty

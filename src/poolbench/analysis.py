@@ -49,9 +49,23 @@ def collect_runs(metric_files: list[Path]) -> pd.DataFrame:
                    train_tokens_per_s=round(fit["train_tokens_per_s"], 1) if "train_tokens_per_s" in fit else None,
                    final_train_loss=round(loss, 5), git_commit=m.git_commit)
         if m.schema_version >= 2:
-            row.update(precision=m.precision, head=fit.get("method", "sgd"))
+            row.update(precision=m.precision, head=fit.get("method", "sgd"), trained_layers=trained_layers(m.spec))
         rows.append(row)
     return pd.DataFrame(rows).sort_values(RUN_KEYS, kind="stable").reset_index(drop=True)
+
+
+def trained_layers(spec: dict) -> int | None:
+    """How many of the backbone's transformer layers a run trained (0 frozen, the model's depth for
+    ``all``), from its spec; ``None`` for a run that recorded no spec."""
+    if not spec:
+        return None
+    regime = spec["regime"]
+    if regime.get("kind", spec.get("kind")) == "frozen":
+        return 0
+    k = regime["trainable_layers"]
+    if isinstance(k, dict):
+        k = k[spec["run"]["model"]]
+    return int(spec["model"]["layers"]) if k == "all" else int(k)
 
 
 def read_predictions(paths: list[Path]) -> pd.DataFrame:
@@ -406,6 +420,83 @@ def tailprobe_figure(cells: pd.DataFrame, out: Path) -> None:
                bbox_to_anchor=(0.5, 0.0))
     _save(fig, "Tail-sentiment probe: accuracy by verdict position (95% CI over verdicts and seeds; dashed = chance)",
           out, dpi=110)
+
+
+LADDER_KEYS = ["dataset", "model", "family", "truncation", "max_len"]
+LADDER_MIN_REGIMES = 3  # a setting trained in at least this many regimes makes a ladder
+
+
+def ladder_settings(runs: pd.DataFrame) -> list[tuple]:
+    """The (dataset, model, family, truncation, max_len) settings of ``runs`` (one row per run, or per
+    planned run) trained in at least :data:`LADDER_MIN_REGIMES` regimes."""
+    counts = runs.groupby(LADDER_KEYS)["regime"].nunique()
+    return [k for k, n in counts.items() if n >= LADDER_MIN_REGIMES]
+
+
+def regime_ladder(runs: pd.DataFrame, stats: pd.DataFrame, comps: pd.DataFrame) -> pd.DataFrame:
+    """Does the pooling gap close as more of the network trains? For each ladder setting
+    (:func:`ladder_settings`) and each pooling run in every one of its regimes: the regime, the
+    number of trained layers, accuracy with its 95% CI (:func:`pooling_stats`), and the difference
+    to the family's baseline pooling with its CI and Holm p (the ``baseline`` rows of
+    :func:`comparisons`). Empty when no setting has a ladder."""
+    if "trained_layers" not in runs:
+        return pd.DataFrame()
+    rows = []
+    for setting in ladder_settings(runs):
+        keys = dict(zip(LADDER_KEYS, setting))
+        sel = runs[(runs[LADDER_KEYS] == pd.Series(keys)).all(axis=1)]
+        layers = sel.groupby("regime")["trained_layers"].first()
+        poolings = set.intersection(*(set(g["pooling"]) for _, g in sel.groupby("regime")))
+        for regime, k in layers.items():
+            for pooling in sorted(poolings):
+                where = dict(keys, regime=regime, pooling=pooling)
+                acc = stats[(stats[list(where)] == pd.Series(where)).all(axis=1)]
+                row = dict(where, trained_layers=int(k), seeds=int(acc["seeds"].iloc[0]),
+                           accuracy=acc["accuracy"].iloc[0], accuracy_ci_low=acc["accuracy_ci_low"].iloc[0],
+                           accuracy_ci_high=acc["accuracy_ci_high"].iloc[0], baseline=BASELINE[keys["family"]])
+                gap = comps[(comps["kind"] == "baseline") & (comps[list(keys)] == pd.Series(keys)).all(axis=1)
+                            & (comps["regime"] == regime) & (comps["a"] == pooling)] if len(comps) else comps
+                if len(gap):
+                    g = gap.iloc[0]
+                    row.update(gap=g["diff"], gap_ci_low=g["ci_low"], gap_ci_high=g["ci_high"], gap_holm_p=g["holm_p"])
+                rows.append(row)
+    out = pd.DataFrame(rows)
+    return out.sort_values([*LADDER_KEYS, "trained_layers", "pooling"], kind="stable").reset_index(drop=True) if len(out) else out
+
+
+def ladder_figure(ladder: pd.DataFrame, out: Path) -> None:
+    """Accuracy, and the difference to the baseline pooling, against the number of trained layers
+    (95% CIs over test units and seeds): one row of two panels per ladder setting."""
+    plt = _pyplot()
+    settings = list(ladder.groupby(LADDER_KEYS, sort=True).groups)
+    poolings = sorted(ladder["pooling"].unique())
+    colours = dict(zip(poolings, plt.get_cmap("tab10").colors))
+    fig, axes = plt.subplots(len(settings), 2, figsize=(10, 3.6 * len(settings)), squeeze=False)
+    for r, setting in enumerate(settings):
+        sub = ladder[(ladder[LADDER_KEYS] == pd.Series(dict(zip(LADDER_KEYS, setting)))).all(axis=1)]
+        ticks = sub.drop_duplicates("trained_layers").sort_values("trained_layers")
+        for pooling, g in sub.groupby("pooling"):
+            g = g.sort_values("trained_layers")
+            x = g["trained_layers"].to_numpy()
+            err = np.vstack([g["accuracy"] - g["accuracy_ci_low"], g["accuracy_ci_high"] - g["accuracy"]])
+            axes[r, 0].errorbar(x, g["accuracy"], yerr=err, fmt="o-", ms=4, capsize=2, lw=1, color=colours[pooling],
+                                label=pooling)
+            if "gap" in g and g["gap"].notna().any():
+                err = np.vstack([g["gap"] - g["gap_ci_low"], g["gap_ci_high"] - g["gap"]])
+                axes[r, 1].errorbar(x, g["gap"], yerr=err, fmt="o-", ms=4, capsize=2, lw=1, color=colours[pooling],
+                                    label=f"{pooling} − {g['baseline'].iloc[0]}")
+        labels = [f"{k}\n({reg})" for k, reg in zip(ticks["trained_layers"], ticks["regime"])]
+        for c, ylabel in enumerate(["test accuracy", "difference to the baseline pooling"]):
+            ax = axes[r, c]
+            ax.set_xticks(ticks["trained_layers"], labels, fontsize=8)
+            ax.set_xlabel("transformer layers trained")
+            ax.set_ylabel(ylabel)
+            ax.grid(lw=0.4, alpha=0.6)
+            ax.legend(fontsize=8, frameon=False)
+            ax.set_title(" · ".join(str(v) for v in setting), fontsize=9)
+        axes[r, 1].axhline(0, color="0.4", lw=0.8, ls="--")
+    _save(fig, "Regime ladder: accuracy and the gap to the baseline pooling as more layers train "
+               "(95% CI over test units and seeds)", out, dpi=120)
 
 
 def _save(fig, title: str, out: Path, dpi: int) -> None:

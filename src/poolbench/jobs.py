@@ -192,7 +192,7 @@ def figures(smk) -> None:
 
 
 def statistics(smk) -> None:
-    """Pooling comparisons (one Holm family), tail-probe cells for probe runs and for transfer."""
+    """Pooling comparisons (one Holm family), tail-probe cells for probe runs and for transfer, the regime ladder."""
     from . import analysis
 
     preds = analysis.read_predictions([Path(p) for p in smk.input.predictions])
@@ -210,6 +210,10 @@ def statistics(smk) -> None:
         write_csv(smk.output.natural, analysis.natural_cells(natural), float_format="%.6g")
     if smk.output.get("figure"):
         analysis.tailprobe_figure(cells, Path(smk.output.figure))
+    if smk.output.get("ladder"):
+        ladder = analysis.regime_ladder(pd.read_csv(smk.input.runs), stats, comps)
+        write_csv(smk.output.ladder, ladder, float_format="%.6g")
+        analysis.ladder_figure(ladder, Path(smk.output.ladder_figure))
     write_text(smk.output.digest, analysis.markdown_summary(stats, comps, cells))
 
 

@@ -54,6 +54,10 @@ rule statistics:
         digest=R("summary/RESULTS.md"),
         figure=report(R("figures/tailprobe_by_position.png"), caption="../report/tailprobe.rst", category="Figures")
         if uses_probe() else [],
+        ladder=report(R("summary/regime_ladder.csv"), caption="../report/ladder.rst", category="Tables")
+        if uses_ladder() else [],
+        ladder_figure=report(R("figures/regime_ladder.png"), caption="../report/ladder.rst", category="Figures")
+        if uses_ladder() else [],
     log:
         S("logs/analysis/statistics.log"),
     threads: 1

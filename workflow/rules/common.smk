@@ -137,6 +137,15 @@ def uses_probe():
         "tailprobe" in targets for targets in config.get("transfer", {}).values())
 
 
+def uses_ladder():
+    """Some setting is trained in enough regimes for a regime ladder (poolbench.analysis.ladder_settings)."""
+    import pandas as pd
+    from poolbench.analysis import ladder_settings
+
+    planned = pd.DataFrame([dict(run.wildcards(), family=config["models"][run.model]["family"]) for run in RUNS])
+    return bool(ladder_settings(planned))
+
+
 def uses_natural():
     return any("naturaltail" in targets for targets in config.get("transfer", {}).values())
 
@@ -263,7 +272,8 @@ def natural_reports():
 
 
 def figure_files():
-    return [R("figures/accuracy_by_pooling.png"), *([R("figures/tailprobe_by_position.png")] if uses_probe() else [])]
+    return [R("figures/accuracy_by_pooling.png"), *([R("figures/tailprobe_by_position.png")] if uses_probe() else []),
+            *([R("figures/regime_ladder.png")] if uses_ladder() else [])]
 
 
 def paper_files():
@@ -274,7 +284,8 @@ def paper_files():
 def all_targets():
     """Committed outputs only: a fresh clone with every result committed has nothing to train."""
     return [*(out for run in RUNS for out in run_outputs(run)), R("summary/runs.csv"), R("summary/pooling_stats.csv"),
-            R("summary/comparisons.csv"), R("summary/RESULTS.md"), *([R("summary/naturaltail_cells.csv")] if uses_natural() else []), *figure_files(),
+            R("summary/comparisons.csv"), R("summary/RESULTS.md"), *([R("summary/naturaltail_cells.csv")] if uses_natural() else []),
+            *([R("summary/regime_ladder.csv")] if uses_ladder() else []), *figure_files(),
             *probe_reports(), *natural_reports(), *attention_targets(), *paper_files()]
 
 
