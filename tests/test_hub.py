@@ -275,6 +275,7 @@ def test_score_any_classifier(arch, exported, tmp_path):
     ("three_labels", "has 3 labels (0=LABEL_0, 1=LABEL_1, 2=LABEL_2); say which are positive with --positive-label"),
     ("no_max_len", "sets no model_max_length, so it cannot truncate; give --max-len"),
     ("bad_positive", "--positive-label takes label ids such as 1 or 3,4"),
+    ("pickled", "holds no *.safetensors weights (poolbench loads no pickled .bin files)"),
 ])
 def test_score_bad_input_gets_one_sentence(case, expected, exported, tmp_path, capsys):
     folder, _ = exported
@@ -286,6 +287,10 @@ def test_score_bad_input_gets_one_sentence(case, expected, exported, tmp_path, c
         save_model(BertModel(config_of("bert")), model_dir, "bert")
     elif case == "three_labels":
         save_model(BertForSequenceClassification(config_of("bert", num_labels=3)), model_dir, "bert")
+    elif case == "pickled":
+        save_model(BertForSequenceClassification(config_of("bert", num_labels=2)), model_dir, "bert")
+        for f in model_dir.glob("*.safetensors"):  # as if saved with safe_serialization=False
+            f.rename(f.with_suffix(".bin"))
     else:
         save_model(BertForSequenceClassification(config_of("bert", num_labels=2)), model_dir, "bert")
         args = [] if case == "no_max_len" else ["--positive-label", "pos"]

@@ -296,9 +296,13 @@ class HFClassifier:
         pad = next((i for i in (config.pad_token_id, tok.pad_token_id, tok.eos_token_id) if i is not None), None)
         if pad is None:
             raise HubError(f"{folder}: neither the model nor its tokenizer defines a pad or end-of-text token")
+        if not any(Path(folder).glob("*.safetensors")):  # pickled weights (*.bin) can run code: not loaded
+            raise HubError(f"{folder} holds no *.safetensors weights (poolbench loads no pickled .bin files); "
+                           "save the model with save_pretrained(..., safe_serialization=True)")
         try:
             with _quiet_transformers():
-                model, info = AutoModelForSequenceClassification.from_pretrained(folder, output_loading_info=True)
+                model, info = AutoModelForSequenceClassification.from_pretrained(
+                    folder, output_loading_info=True, use_safetensors=True)
         except Exception as err:
             raise HubError(f"{folder} cannot be loaded as a sequence classifier ({_first_line(err)})") from None
         if info["missing_keys"]:
