@@ -235,16 +235,20 @@ def test_paper_numbers_come_from_the_tables(tmp_path):
     assert f"{100 * mean['diff']:+.1f} [{100 * mean['ci_low']:+.1f}, {100 * mean['ci_high']:+.1f}]" in table
 
 
-def write_paper(write, folder):
-    """paper.write on the summary files in ``folder`` (missing probe tables: empty), into folder/paper."""
+def write_paper(write, folder, regimes=False, **optional):
+    """paper.write on the summary files in ``folder`` (missing probe tables: empty), into folder/paper.
+    ``regimes``: declare tab_regimes; ``optional``: natural / ladder / attention paths (natural declares
+    tab_natural)."""
     for name in ("tailprobe_cells.csv", "transfer_tailprobe_cells.csv"):
         if not (folder / name).exists():
             (folder / name).write_text("\n")
     out = {key: folder / "paper" / f"{name}.tex" for key, name in [
         ("numbers", "numbers"), ("imdb", "tab_imdb"), ("superlatives", "tab_superlatives"), ("probe", "tab_probe"),
-        ("probe_pooling", "tab_probe_pooling")]}
+        ("probe_pooling", "tab_probe_pooling"), *([("regimes", "tab_regimes")] if regimes else []),
+        *([("natural", "tab_natural")] if optional.get("natural") else [])]}
     write(runs=folder / "runs.csv", stats=folder / "pooling_stats.csv", comparisons=folder / "comparisons.csv",
-          probe=folder / "tailprobe_cells.csv", transfer=folder / "transfer_tailprobe_cells.csv", checks=None, out=out)
+          probe=folder / "tailprobe_cells.csv", transfer=folder / "transfer_tailprobe_cells.csv", checks=None, out=out,
+          **optional)
 
 
 def test_regime_ladder_reads_accuracy_and_gap_per_trained_layer(tmp_path):
@@ -271,3 +275,257 @@ def test_regime_ladder_reads_accuracy_and_gap_per_trained_layer(tmp_path):
     assert out.stat().st_size > 10_000
     # runs without trained-layer counts (schema 1) give no ladder
     assert analysis.regime_ladder(runs.drop(columns="trained_layers"), stats, comps).empty
+
+
+def _regimes(frozen: dict, finetuned: dict, regime="topk", **kw) -> pd.DataFrame:
+    """The same setting trained frozen and in ``regime``: each pooling right with probability acc[pooling]."""
+    return pd.concat([synthetic(acc=frozen, rng=1, **kw), synthetic(acc=finetuned, rng=2, regime=regime, **kw)],
+                     ignore_index=True)
+
+
+def test_gap_change_sees_a_gap_that_fine_tuning_closes():
+    # frozen: mean leads cls by 20 points; fine-tuned: no lead
+    preds = _regimes({"cls": 0.6, "mean": 0.8, "max": 0.6}, {"cls": 0.8, "mean": 0.8, "max": 0.8})
+    comps = comparisons(preds, n_boot=2000)
+    gap = comps[comps["kind"] == "gap_change"].set_index("pooling")
+    assert set(gap.index) == {"mean", "max"}  # every pooling but the baseline
+    assert (gap["a"] == "topk").all() and (gap["b"] == "frozen").all() and (gap["regime"] == "topk vs frozen").all()
+    mean = gap.loc["mean"]
+    assert mean["diff"] == pytest.approx(-0.20, abs=0.04)
+    assert mean["ci_high"] < 0 and mean["holm_p"] < 0.01 and mean["units"] == 400 and mean["seeds"] == 3
+    # it is the difference of the two regimes' baseline rows, exactly
+    base = comps[comps["kind"] == "baseline"].set_index(["regime", "a"])["diff"]
+    assert mean["diff"] == pytest.approx(base[("topk", "mean")] - base[("frozen", "mean")], abs=1e-12)
+    assert gap.loc["max", "ci_low"] < 0 < gap.loc["max", "ci_high"] and gap.loc["max", "holm_p"] > 0.05
+    assert "(mean − cls) topk − (mean − cls) frozen" in analysis.markdown_summary(
+        pooling_stats(preds, n_boot=100), comps, pd.DataFrame())
+
+
+def test_gap_change_of_identical_gaps_is_not_significant():
+    preds = _regimes({"cls": 0.7, "mean": 0.8}, {"cls": 0.7, "mean": 0.8})
+    row = comparisons(preds, n_boot=2000).query("kind == 'gap_change'").iloc[0]
+    assert row["ci_low"] < 0 < row["ci_high"] and row["p"] > 0.05 and row["holm_p"] > 0.05
+
+
+def test_gap_change_exact_values_of_a_hand_built_case():
+    from poolbench import stats as st
+
+    right = {("frozen", "cls"): [[0, 0], [0, 1], [1, 1]], ("frozen", "mean"): [[1, 1]] * 3,
+             ("topk", "cls"): [[1, 1]] * 3, ("topk", "mean"): [[1, 0], [1, 1], [0, 1]]}
+    rows = [dict(SETTING, regime=regime, pooling=pooling, seed=seed, id=f"u{unit}", label=1, pred=int(ok[unit][seed]))
+            for (regime, pooling), ok in right.items() for unit in range(3) for seed in range(2)]
+    row = comparisons(pd.DataFrame(rows), n_boot=4000).query("kind == 'gap_change'").iloc[0]
+    gap = {r: np.array(right[(r, "mean")]) - np.array(right[(r, "cls")]) for r in ("frozen", "topk")}
+    # gaps: frozen 3 of 6 unit-seeds, topk -2 of 6: (-2 - 3) / 6
+    assert row["diff"] == -5 / 6
+    # per seed, units whose gap grew / shrank: seed 0: 0 / 3, seed 1: 0 / 1 (units 1 and 2 tie)
+    assert row["mcnemar_p_seed0"] == st.mcnemar_exact(0, 3) == 0.25 and row["mcnemar_p_seed1"] == 1.0
+    # the bootstrap resamples units and seeds once for both regimes: the per-unit difference in
+    # differences, resampled by itself on the same draws, gives the same CI and p
+    did = gap["topk"] - gap["frozen"]
+    boot = st.Resampler(3, 2, 4000, 0).totals(did)
+    low, high = np.quantile(boot / 6, [0.025, 0.975])
+    assert (row["ci_low"], row["ci_high"], row["p"]) == (low, high, st.bootstrap_p(boot))
+    # every unit-seed's difference in differences is <= 0, so no draw is above 0: p counts the zero draws
+    assert boot.max() == 0 and row["p"] == 2 * (1 + (boot == 0).sum()) / 4001
+
+
+def test_gap_change_needs_frozen_and_the_same_seeds_and_joins_the_holm_family():
+    preds = pd.concat([_regimes({"cls": 0.6, "mean": 0.8}, {"cls": 0.8, "mean": 0.8}),
+                       synthetic(acc={"cls": 0.8, "mean": 0.8}, seeds=(0,), rng=3, regime="full"),  # 1 seed
+                       synthetic(acc={"cls": 0.7, "mean": 0.9}, rng=4, regime="top4"),
+                       synthetic(acc={"cls": 0.6, "mean": 0.9}, rng=5, regime="topk", dataset="tailprobe")],
+                      ignore_index=True)
+    comps = comparisons(preds, n_boot=500)
+    gap = comps[comps["kind"] == "gap_change"]
+    assert sorted(gap["a"]) == ["top4", "topk"] and (gap["dataset"] == "imdb").all()  # no full, no frozen probe
+    # one Holm family: the smallest p is multiplied by the number of distinct tests, gap_change included
+    # (best = worst = the baseline comparison in each two-pooling setting: one test for all three rows)
+    n_tests = len(comps) - 2 * (comps["kind"] == "baseline").sum()
+    assert comps["holm_p"].min() == pytest.approx(min(1, comps["p"].min() * n_tests))
+    assert (comps["holm_p"] >= comps["p"]).all()
+    bad = preds[~((preds["regime"] == "top4") & (preds["id"] == "ex0"))]
+    bad = pd.concat([bad, preds[(preds["regime"] == "top4") & (preds["id"] == "ex0")].assign(id="other")])
+    with pytest.raises(ValueError, match="same verdicts and seeds"):
+        comparisons(bad, n_boot=50)
+
+
+def test_finetuned_regime_is_the_one_with_most_poolings():
+    runs = pd.DataFrame([dict(SETTING, regime=r, pooling=p) for r, ps in
+                         [("frozen", "abc"), ("topk", "abc"), ("top1", "ab"), ("full", "a")] for p in ps]
+                        + [dict(SETTING, dataset="tailprobe", regime="frozen", pooling="a")])
+    assert analysis.finetuned_regimes(runs) == {("imdb", "m", "encoder", "head", 128): "topk"}
+
+
+def natural(n=40, seeds=(0, 1, 2), acc=None, rng=0, **setting):
+    """Natural-tail-like transfer predictions: n reviews per set, each in three variants; each pooling
+    right with probability acc[(pooling, variant)] (default 0.5)."""
+    rng = np.random.default_rng(rng)
+    acc = acc or {}
+    base = pd.DataFrame([{"review_id": f"{s}{i}", "set": s, "variant": v, "id": f"{s}{i}-{v}"}
+                         for s in ("tail", "head") for i in range(n) for v in ("original", "removed", "moved")])
+    base["label"] = rng.integers(0, 2, len(base))
+    rows = []
+    for pooling in sorted({p for p, _ in acc} or {"cls", "mean"}):
+        for seed in seeds:
+            p = base["variant"].map(lambda v: acc.get((pooling, v), 0.5)).to_numpy()
+            correct = rng.random(len(base)) < p
+            rows.append(base.assign(pred=np.where(correct, base["label"], 1 - base["label"]),
+                                    **{**SETTING, **setting}, pooling=pooling, seed=seed))
+    return pd.concat(rows, ignore_index=True)
+
+
+def attention_summary(mass=None):
+    """verdict_attention.csv as poolbench.attention.summarise writes it, from hand-made per-example masses:
+    [CLS] over 2 layers frozen and fine-tuned (topk, 1 layer), the attention pooling in its last layer."""
+    from poolbench.attention import summarise
+
+    mass = mass or {}
+    frames = []
+    for measure, layers in (("cls_attention", (1, 2)), ("attention_pooling", (2,))):
+        for regime, k in (("frozen", 0), ("topk", 1)):
+            for layer in layers:
+                value = mass.get((measure, regime, layer), 0.1 * layer + 0.2 * k)
+                frames.append(pd.DataFrame({
+                    "measure": measure, "regime": regime, "trained_layers": k, "layer": layer,
+                    "id": [f"tp{i}" for i in range(12)], "condition": ["agree", "contrast"] * 6,
+                    "position": ["start", "middle", "end"] * 4, "verdict_cut": [False] * 11 + [True],
+                    "mass": [value] * 11 + [np.nan], "verdict_tokens": 5, "tokens": 50}))
+    return summarise(*frames, n_boot=100)
+
+
+def paper_inputs(folder):
+    """Every summary a fine-tuned study makes, from synthetic predictions, written into ``folder``."""
+    imdb = pd.concat([_regimes({"cls": 0.6, "mean": 0.8, "max": 0.7}, {"cls": 0.8, "mean": 0.8, "max": 0.75}),
+                      synthetic(acc={"cls": 0.8, "mean": 0.85}, rng=3, regime="top1")], ignore_index=True)
+    preds = pd.concat([imdb, probe()], ignore_index=True)
+    layers = {"frozen": 0, "top1": 1, "topk": 2}
+    runs = preds.groupby(RUN_KEYS, as_index=False).size().assign(
+        wall_s=10.0, precision="fp32", trained_layers=lambda d: d["regime"].map(layers))
+    stats, comps = pooling_stats(preds, n_boot=300), comparisons(preds, n_boot=500)
+    nat = pd.concat([natural(acc={("cls", "original"): 0.8, ("mean", "original"): 0.6}, regime=r, rng=i)
+                     for i, r in enumerate(("frozen", "topk"))], ignore_index=True)
+    tables = {"runs": runs, "pooling_stats": stats, "comparisons": comps,
+              "tailprobe_cells": probe_cells(preds[preds["dataset"] == "tailprobe"], n_boot=100),
+              "regime_ladder": analysis.regime_ladder(runs, stats, comps),
+              "naturaltail_cells": analysis.natural_cells(nat, n_boot=100), "verdict_attention": attention_summary()}
+    for name, table in tables.items():
+        table.to_csv(folder / f"{name}.csv", index=False)
+    return tables
+
+
+def macros_of(folder) -> dict:
+    tex = (folder / "paper" / "numbers.tex").read_text()
+    names = re.findall(r"\\newcommand\{\\([A-Za-z]+)\}", tex)
+    assert len(names) == len(set(names))  # LaTeX refuses a macro defined twice
+    return dict(re.findall(r"\\newcommand\{\\([A-Za-z]+)\}\{(.*)\}", tex))
+
+
+def optional(folder):
+    return dict(natural=folder / "naturaltail_cells.csv", ladder=folder / "regime_ladder.csv",
+                attention=folder / "verdict_attention.csv")
+
+
+def test_fine_tuning_tables_and_macros_come_from_the_summaries(tmp_path):
+    from poolbench.paper import write
+
+    t = paper_inputs(tmp_path)
+    write_paper(write, tmp_path, regimes=True, **optional(tmp_path))
+    macros = macros_of(tmp_path)
+    comps, stats = t["comparisons"], t["pooling_stats"]
+    # tab_regimes: frozen and fine-tuned accuracy, the fine-tuned difference to the baseline, the precision
+    regimes = (tmp_path / "paper" / "tab_regimes.tex").read_text()
+    tuned = comps[(comps["kind"] == "baseline") & (comps["regime"] == "topk") & (comps["a"] == "mean")].iloc[0]
+    assert f"{100 * tuned['diff']:+.1f} [{100 * tuned['ci_low']:+.1f}, {100 * tuned['ci_high']:+.1f}]" in \
+        regimes.replace("$-$", "-")
+    frozen_max = stats[(stats["regime"] == "frozen") & (stats["pooling"] == "max") & (stats["dataset"] == "imdb")]
+    assert f"{100 * frozen_max['accuracy'].iloc[0]:.1f} [" in regimes
+    assert "fine-tuned = topk: top 2 layers trained, fp32" in regimes
+    assert "top1" not in regimes  # the main grid's regime, not a ladder step
+    assert macros["FinetunedImdbMHeadOneTwoEightRegime"] == "topk" and macros["RunPrecision"] == "fp32"
+    assert macros["FinetunedImdbMHeadOneTwoEightLayers"] == "2"
+    assert macros["FinetunedImdbMHeadOneTwoEightPrecision"] == "fp32"
+    assert float(macros["FinetunedImdbMHeadOneTwoEightMeanVsBaselineDiff"]) == pytest.approx(100 * tuned["diff"],
+                                                                                             abs=0.051)
+    # gap_change: one macro triple per row, and the counts
+    gap = comps[(comps["kind"] == "gap_change") & (comps["a"] == "topk") & (comps["pooling"] == "mean")].iloc[0]
+    assert float(macros["GapChangeImdbMHeadOneTwoEightTopkMeanDiff"].replace("$-$", "-")) == pytest.approx(
+        100 * gap["diff"], abs=0.051)
+    assert macros["NGapChange"] == str((comps["kind"] == "gap_change").sum()) == "3"  # topk: mean, max; top1: mean
+    assert "GapChangeImdbMHeadOneTwoEightTopOneMeanHolmP" in macros
+    # the ladder, natural tail and verdict attention
+    ladder = t["regime_ladder"].set_index(["regime", "pooling"])
+    assert macros["LadderImdbMHeadOneTwoEightTopOneMeanAcc"] == f"{100 * ladder.loc[('top1', 'mean'), 'accuracy']:.1f}"
+    assert macros["LadderImdbMHeadOneTwoEightTopOneLayers"] == "1" and macros["NLadderSettings"] == "1"
+    assert "LadderImdbMHeadOneTwoEightFrozenMeanGapCI" in macros
+    nat = t["naturaltail_cells"].set_index(["regime", "pooling", "set", "variant"])
+    assert macros["NaturalImdbMHeadOneTwoEightTopkClsTailOriginal"] == \
+        f"{100 * nat.loc[('topk', 'cls', 'tail', 'original'), 'accuracy']:.1f}"
+    assert macros["NaturalTailReviews"] == "40"
+    natural_tex = (tmp_path / "paper" / "tab_natural.tex").read_text()
+    assert r"\label{tab:natural}" in natural_tex and "Reviews: 40 tail, 40 head." in natural_tex
+    assert natural_tex.count(r"\emph{m head-128") == 2  # frozen and topk blocks
+    att = t["verdict_attention"]
+    assert macros["AttentionClsFrozenAllAllMass"] == "20.0" and macros["AttentionClsFineTunedAllEndMass"] == "40.0"
+    assert macros["AttentionPoolingFineTunedContrastStartUniform"] == "10.0"
+    assert macros["AttentionClsFrozenLayer"] == "2"
+    assert macros["AttentionFinetunedRegime"] == "topk" and macros["AttentionNCut"] == "1"
+    assert macros["AttentionNExamples"] == str(att["n"].max()) == "11"
+
+
+@pytest.mark.parametrize("table, column, where, macro", [
+    ("regime_ladder", "accuracy", dict(regime="top1", pooling="mean"), "LadderImdbMHeadOneTwoEightTopOneMeanAcc"),
+    ("naturaltail_cells", "accuracy", dict(regime="frozen", pooling="mean", set="head", variant="moved"),
+     "NaturalImdbMHeadOneTwoEightFrozenMeanHeadMoved"),
+    ("verdict_attention", "mean", dict(measure="cls_attention", regime="topk", layer=2, condition="all",
+                                       position="end"), "AttentionClsFineTunedAllEndMass"),
+    ("comparisons", "diff", dict(kind="gap_change", a="topk", pooling="max"),
+     "GapChangeImdbMHeadOneTwoEightTopkMaxDiff"),
+    ("pooling_stats", "accuracy", dict(regime="topk", pooling="max", dataset="imdb"),
+     "FinetunedImdbMHeadOneTwoEightMaxAcc"),
+])
+def test_a_number_changed_in_a_summary_changes_its_macro(tmp_path, table, column, where, macro):
+    from poolbench.paper import write
+
+    t = paper_inputs(tmp_path)
+    df = t[table]
+    rows = (df[list(where)] == pd.Series(where)).all(axis=1)
+    assert rows.sum() == 1
+    df.loc[rows, column] = 0.123456
+    df.to_csv(tmp_path / f"{table}.csv", index=False)
+    write_paper(write, tmp_path, regimes=True, **optional(tmp_path))
+    assert macros_of(tmp_path)[macro] in ("12.3", "+12.3")
+    if table == "naturaltail_cells":
+        assert " 12.3 " in (tmp_path / "paper" / "tab_natural.tex").read_text()
+
+
+def test_without_fine_tuning_ladder_natural_or_attention_there_are_no_new_files_or_macros(tmp_path):
+    from poolbench.paper import write
+
+    preds = pd.concat([synthetic(acc={"cls": 0.7, "mean": 0.8}), probe()], ignore_index=True)
+    preds.groupby(RUN_KEYS, as_index=False).size().assign(wall_s=1.0).to_csv(tmp_path / "runs.csv", index=False)
+    pooling_stats(preds, n_boot=100).to_csv(tmp_path / "pooling_stats.csv", index=False)
+    comparisons(preds, n_boot=100).to_csv(tmp_path / "comparisons.csv", index=False)
+    write_paper(write, tmp_path)
+    assert sorted(f.name for f in (tmp_path / "paper").iterdir()) == [
+        "numbers.tex", "tab_imdb.tex", "tab_probe.tex", "tab_probe_pooling.tex", "tab_superlatives.tex"]
+    assert not [m for m in macros_of(tmp_path) if m.startswith(("Finetuned", "GapChange", "Ladder", "Natural",
+                                                                   "Attention", "NGapChange", "RunPrecision"))]
+    with pytest.raises(ValueError, match="no setting of pooling_stats was trained frozen"):
+        write_paper(write, tmp_path, regimes=True)  # tab_regimes declared for a frozen-only study
+
+
+def test_a_declared_summary_that_is_missing_is_an_error_naming_it(tmp_path):
+    from poolbench.paper import write
+
+    paper_inputs(tmp_path)
+    for name, path in optional(tmp_path).items():
+        gone = tmp_path / "gone" / path.name
+        with pytest.raises(FileNotFoundError, match=re.escape(str(gone))):
+            write_paper(write, tmp_path, regimes=True, **{**optional(tmp_path), name: gone})
+    with pytest.raises(ValueError, match="natural"):  # tab_natural declared without its cells
+        write(runs=tmp_path / "runs.csv", stats=tmp_path / "pooling_stats.csv",
+              comparisons=tmp_path / "comparisons.csv", probe=tmp_path / "tailprobe_cells.csv",
+              transfer=tmp_path / "tailprobe_cells.csv", checks=None,
+              out={k: tmp_path / "p" / f"{k}.tex" for k in ("numbers", "imdb", "superlatives", "probe",
+                                                           "probe_pooling", "regimes", "natural")})

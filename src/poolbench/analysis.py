@@ -175,10 +175,13 @@ def _ranked(counts: Counts) -> list[str]:
 
 
 class _Side:
-    """One side of a comparison: a pooling's counts in a setting or cell, and its resampled totals."""
+    """One side of a comparison: a pooling's counts in a setting or cell, and its resampled totals;
+    with ``minus``, the gap pooling − minus (counts and totals, on the same draws)."""
 
-    def __init__(self, counts: Counts, boot: dict, pooling: str):
+    def __init__(self, counts: Counts, boot: dict, pooling: str, minus: str | None = None):
         self.counts, self.values, self.boot = counts, counts[pooling], boot[pooling]
+        if minus is not None:
+            self.values, self.boot = self.values - counts[minus], self.boot - boot[minus]
 
 
 def _compare(kind: str, keys: dict, a: str, b: str, x: _Side, y: _Side, **cell) -> dict:
@@ -201,13 +204,22 @@ def comparisons(preds: pd.DataFrame, n_boot: int = N_BOOT_TESTS, seed: int = BOO
       - ``position`` (probe): verdict at the end − at the start, per pooling, on contrast texts of each
         length (units: verdicts of that cell);
       - ``truncation`` (probe): tail − head truncation with the verdict at the end, per pooling, on
-        contrast texts of each length, for settings that differ only in truncation.
+        contrast texts of each length, for settings that differ only in truncation;
+      - ``gap_change``: does fine-tuning close a pooling's gap to the baseline? For settings that differ
+        only in regime, each pooling p other than the family's baseline b: (p − b in regime R) −
+        (p − b in the regime named ``frozen``), for every other regime R (``a`` = R, ``b`` = frozen,
+        ``regime`` = "R vs frozen", ``pooling`` = p). Paired like the others: one bootstrap draw resamples
+        the test units and seeds of both regimes together. Only regimes run on the same units with the
+        same seeds as frozen are compared (a regime run with fewer seeds has no paired test). Its
+        per-seed McNemar column is the sign test of each unit's gap in R against its gap frozen.
     A test that two claims share (e.g. the runner-up is the baseline) counts once in the Holm family.
     """
     rows = []
     probe_cells = {}  # setting -> {(length, position): Counts}
+    boots = {}  # setting -> (Counts, resampled totals): the gap_change rows pair two settings' draws
     for keys, sub, counts in _settings(preds):
         boot = counts.bootstrap(n_boot, seed)
+        boots[tuple(keys.values())] = counts, boot
         side = {p: _Side(counts, boot, p) for p in counts.poolings()}
         base = BASELINE[keys["family"]]
         for pooling in counts.poolings():
@@ -223,6 +235,7 @@ def comparisons(preds: pd.DataFrame, n_boot: int = N_BOOT_TESTS, seed: int = BOO
                 cell: Counts(df, VERDICT, f"{_label(keys.values())} · {cell}")
                 for cell, df in contrast.groupby(["length_bin", "position"], sort=True)}
     rows += _position_rows(probe_cells, n_boot, seed) + _truncation_rows(probe_cells, n_boot, seed)
+    rows += _gap_change_rows(boots)
     table = pd.DataFrame(rows)
     if table.empty:
         return table
@@ -266,6 +279,35 @@ def _truncation_rows(probe_cells: dict, n_boot: int, seed: int) -> list[dict]:
                 rows.append(_compare("truncation", keys, "tail", "head", _Side(tail, boot_tail, pooling),
                                      _Side(head, boot_head, pooling),
                                      pooling=pooling, condition="contrast", length_bin=length, position=position))
+    return rows
+
+
+FROZEN = "frozen"  # the regime that gap_change measures every other regime against
+
+
+def _gap_change_rows(boots: dict) -> list[dict]:
+    """(p − b in regime R) − (p − b frozen) per setting, fine-tuned regime R and pooling p (see
+    :func:`comparisons`). ``boots``: setting -> (Counts, resampled totals of the same n_boot and seed),
+    so two settings with the same units and seeds hold the same draws."""
+    rows = []
+    reg = SETTING_KEYS.index("regime")
+    for setting, (counts, boot) in boots.items():
+        frozen_setting = setting[:reg] + (FROZEN,) + setting[reg + 1:]
+        if setting[reg] == FROZEN or frozen_setting not in boots:
+            continue
+        frozen, frozen_boot = boots[frozen_setting]
+        if counts.seeds != frozen.seeds:
+            continue  # no paired test across different seeds
+        _same_units(counts, frozen, _label(setting) + " vs frozen")
+        if counts.rows_per_unit != frozen.rows_per_unit:
+            raise ValueError(f"{_label(setting)} vs frozen: units hold different numbers of rows")
+        base = BASELINE[setting[SETTING_KEYS.index("family")]]
+        if base not in counts.index or base not in frozen.index:
+            continue
+        keys = dict(zip(SETTING_KEYS, setting), regime=f"{setting[reg]} vs {FROZEN}")
+        for pooling in sorted(set(counts.poolings()) & set(frozen.poolings()) - {base}):
+            rows.append(_compare("gap_change", keys, setting[reg], FROZEN, _Side(counts, boot, pooling, base),
+                                 _Side(frozen, frozen_boot, pooling, base), pooling=pooling))
     return rows
 
 
@@ -433,6 +475,19 @@ def ladder_settings(runs: pd.DataFrame) -> list[tuple]:
     return [k for k, n in counts.items() if n >= LADDER_MIN_REGIMES]
 
 
+def finetuned_regimes(runs: pd.DataFrame) -> dict[tuple, str]:
+    """The (dataset, model, family, truncation, max_len) settings of ``runs`` (one row per run, planned
+    run, or pooling) trained frozen and in another regime, each with the regime to set beside frozen:
+    the one run with the most poolings (ties: the first by name), i.e. the main grid's, not a ladder
+    step that trains a few poolings only."""
+    out = {}
+    for setting, sub in runs.groupby(LADDER_KEYS, sort=True):
+        others = sub[sub["regime"] != FROZEN].groupby("regime")["pooling"].nunique()
+        if (sub["regime"] == FROZEN).any() and len(others):
+            out[setting] = min(others.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+    return out
+
+
 def regime_ladder(runs: pd.DataFrame, stats: pd.DataFrame, comps: pd.DataFrame) -> pd.DataFrame:
     """Does the pooling gap close as more of the network trains? For each ladder setting
     (:func:`ladder_settings`) and each pooling run in every one of its regimes: the regime, the
@@ -530,6 +585,9 @@ def with_ci(row, value: str = "diff", low: str = "ci_low", high: str = "ci_high"
 def _what(row) -> str:
     if row["kind"] in ("position", "truncation"):
         return f"{row['pooling']}, {row['condition']} {row['length_bin']}: {row['a']} − {row['b']}"
+    if row["kind"] == "gap_change":
+        gap = f"({row['pooling']} − {BASELINE[row['family']]})"
+        return f"{gap} {row['a']} − {gap} {row['b']}"
     return f"{row['a']} − {row['b']}"
 
 
@@ -547,7 +605,8 @@ DIGEST_SECTIONS = {"baseline": "Each pooling against the family's baseline",
                    "best": "Best: the most accurate pooling against the runner-up",
                    "worst": "Worst: the least accurate pooling against the next one up",
                    "position": "Tail probe, contrast texts: verdict at the end − at the start",
-                   "truncation": "Tail probe, contrast texts, verdict at the end: tail − head truncation"}
+                   "truncation": "Tail probe, contrast texts, verdict at the end: tail − head truncation",
+                   "gap_change": "Gap change: each pooling's difference to the baseline, fine-tuned − frozen"}
 
 
 def markdown_summary(stats: pd.DataFrame, comps: pd.DataFrame, cells: pd.DataFrame) -> str:

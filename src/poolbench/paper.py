@@ -60,11 +60,28 @@ def pvalue(p: float) -> str:
     return f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
 
 
-def _frozen(table: pd.DataFrame, **eq) -> pd.DataFrame:
-    mask = table["regime"] == "frozen"
+def interval(low: float, high: float) -> str:
+    """An accuracy's (or a proportion's) 95% CI in %, e.g. ``[68.9, 74.3]``."""
+    return f"[{pct(low)}, {pct(high)}]"
+
+
+def accuracy(row) -> str:
+    """Accuracy [95% CI] in %, e.g. ``71.6 [68.9, 74.3]``, from a pooling_stats-like row."""
+    return f"{pct(row['accuracy'])} {interval(row['accuracy_ci_low'], row['accuracy_ci_high'])}"
+
+
+def _where(table: pd.DataFrame, **eq) -> pd.DataFrame:
+    """Rows of ``table`` whose columns equal the given values (an empty table stays empty)."""
+    if table.empty:
+        return table
+    mask = pd.Series(True, index=table.index)
     for col, val in eq.items():
         mask &= table[col] == val
     return table[mask]
+
+
+def _frozen(table: pd.DataFrame, **eq) -> pd.DataFrame:
+    return _where(table, regime="frozen", **eq)
 
 
 def _mcnemar(row) -> str:
@@ -89,7 +106,7 @@ def pooling_table(stats: pd.DataFrame, comps: pd.DataFrame, dataset: str, captio
             body.append(r"\addlinespace")
         body.append(rf"\multicolumn{{6}}{{l}}{{\emph{{{tex_escape(setting[0])} {setting[1]}-{setting[2]}}}}} \\")
         for r in rows.sort_values("pooling").itertuples():
-            acc = f"{pct(r.accuracy)} [{pct(r.accuracy_ci_low)}, {pct(r.accuracy_ci_high)}]"
+            acc = accuracy(r._asdict())
             c = base[(base["model"] == r.model) & (base["truncation"] == r.truncation) & (base["max_len"] == r.max_len)
                      & (base["a"] == r.pooling)] if len(base) else base
             if r.pooling == r.baseline:
@@ -137,6 +154,103 @@ def superlatives_table(comps: pd.DataFrame, caption: str, label: str) -> str:
     return _table(caption, label, "lllrr", r"setting & claim & $a - b$ & difference [95\% CI] & Holm $p$", body)
 
 
+BLOCK = ["dataset", "model", "family", "truncation", "max_len"]  # a setting, less its regime
+
+
+def _block_label(dataset, model, trunc, max_len) -> str:
+    return tex_escape(f"{dataset}, {model} {trunc}-{max_len}")
+
+
+def _trained(runs: pd.DataFrame, regime: str, **where) -> dict[str, list[str]]:
+    """How a regime trained in a block, from runs.csv: its distinct ``layers`` (trained_layers) and
+    ``precision`` values (v2 runs record both; older runs neither: empty lists)."""
+    sub = _where(runs, regime=regime, **where)
+    return {name: sorted({str(int(v)) if col == "trained_layers" else str(v)
+                          for v in (sub[col].dropna() if col in sub else [])})
+            for name, col in (("layers", "trained_layers"), ("precision", "precision"))}
+
+
+def _regime_note(runs: pd.DataFrame, regime: str, **where) -> str:
+    """``topk: top 2 layers trained, fp32``: the fine-tuned regime of a block of :func:`regimes_table`."""
+    how = _trained(runs, regime, **where)
+    parts = [f"top {'/'.join(how['layers'])} layer{'' if how['layers'] == ['1'] else 's'} trained"] \
+        if how["layers"] else []
+    parts += ["/".join(how["precision"])] if how["precision"] else []
+    return tex_escape(regime) + (": " + ", ".join(parts) if parts else "")
+
+
+def regimes_table(runs: pd.DataFrame, stats: pd.DataFrame, comps: pd.DataFrame, caption: str, label: str) -> str:
+    """One block per dataset × model (× truncation, max_len) trained frozen and fine-tuned (the regime of
+    :func:`poolbench.analysis.finetuned_regimes`), one row per pooling: accuracy [95% CI] frozen and
+    fine-tuned, and the fine-tuned difference to the baseline [95% CI] with its Holm p. The block's
+    heading names the fine-tuned regime, its trained layers and its precision (runs.csv)."""
+    from .analysis import finetuned_regimes
+
+    blocks = finetuned_regimes(stats)
+    if not blocks:
+        raise ValueError("tab_regimes: no setting of pooling_stats was trained frozen and in another regime")
+    body = []
+    for (dataset, model, _, trunc, max_len), regime in blocks.items():
+        where = dict(dataset=dataset, model=model, truncation=trunc, max_len=max_len)
+        frozen = _frozen(stats, **where).set_index("pooling")
+        tuned = _where(stats, regime=regime, **where).set_index("pooling")
+        vs_base = _where(comps, kind="baseline", regime=regime, **where).set_index("a")
+        if body:
+            body.append(r"\addlinespace")
+        body.append(rf"\multicolumn{{5}}{{l}}{{\emph{{{_block_label(dataset, model, trunc, max_len)}; fine-tuned = "
+                    rf"{_regime_note(runs, regime, **where)}}}}} \\")
+        baseline = tuned["baseline"].iloc[0]
+        for pooling in sorted(set(frozen.index) | set(tuned.index)):
+            cells = [accuracy(t.loc[pooling]) if pooling in t.index else "--" for t in (frozen, tuned)]
+            if pooling == baseline:
+                cells = [rf"\textit{{{c}}}" for c in cells] + [r"\textit{baseline}", ""]
+            elif pooling in vs_base.index:
+                c = vs_base.loc[pooling]
+                star = "$^*$" if c["holm_p"] < 0.05 else ""
+                cells += [f"{signed(c['diff'])} {ci(c)}{star}", pvalue(c["holm_p"])]
+            else:
+                cells += ["--", ""]
+            body.append(tex_escape(pooling) + " & " + " & ".join(cells) + r" \\")
+    return _table(caption, label, "lrrrr", r"pooling & frozen & fine-tuned & $\Delta$ vs baseline, fine-tuned & "
+                  r"Holm $p$", body)
+
+
+NATURAL_SETS = {"tail": "decisive last sentence (tail)", "head": "decisive first sentence (head)"}
+NATURAL_VARIANTS = ("original", "removed", "moved")
+
+
+def natural_table(natural: pd.DataFrame, caption: str, label: str) -> str:
+    """Natural-tail accuracy (%) of IMDB-trained runs, frozen and fine-tuned (the regime of
+    :func:`poolbench.analysis.finetuned_regimes`; ladder steps are in the macros only): one block per
+    setting and regime, one row per pooling, one column per set × variant."""
+    from .analysis import finetuned_regimes
+
+    sets = [x for x in NATURAL_SETS if (natural["set"] == x).any()]
+    variants = [v for v in NATURAL_VARIANTS if (natural["variant"] == v).any()]
+    tuned = finetuned_regimes(natural)
+    body = []
+    for (dataset, model, family, trunc, max_len), _ in natural.groupby(BLOCK, sort=True):
+        for regime in ["frozen", tuned.get((dataset, model, family, trunc, max_len))]:
+            sub = _where(natural, dataset=dataset, model=model, truncation=trunc, max_len=max_len, regime=regime)
+            if regime is None or sub.empty:
+                continue
+            if body:
+                body.append(r"\addlinespace")
+            body.append(rf"\multicolumn{{{1 + len(sets) * len(variants)}}}{{l}}{{\emph{{{tex_escape(model)} "
+                        rf"{trunc}-{max_len}, trained on {tex_escape(dataset)}, {tex_escape(regime)}}}}} \\")
+            for pooling, rows in sub.groupby("pooling"):
+                acc = rows.set_index(["set", "variant"])["accuracy"]
+                body.append(tex_escape(pooling) + " & " + " & ".join(
+                    pct(acc[(x, v)]) if (x, v) in acc.index else "--" for x in sets for v in variants) + r" \\")
+    header = (" & " + " & ".join(rf"\multicolumn{{{len(variants)}}}{{c}}{{{NATURAL_SETS[x]}}}" for x in sets)
+              + r" \\ " + "".join(rf"\cmidrule(lr){{{2 + i * len(variants)}-{1 + (i + 1) * len(variants)}}}"
+                                   for i in range(len(sets)))
+              + " pooling & " + " & ".join(v for _ in sets for v in variants))
+    reviews = natural[natural["variant"] == "original"].groupby("set")["n"].first()
+    caption += " Reviews: " + ", ".join(f"{reviews[x]} {x}" for x in sets if x in reviews) + "."
+    return _table(caption, label, "l" + "r" * len(sets) * len(variants), header, body)
+
+
 def _comparison_macros(m: Macros, row, *key) -> None:
     """diff, CI and Holm p of one comparison: <key>Diff, <key>CI, <key>HolmP (points; CI as "[lo, hi]")."""
     m.add(signed(row["diff"]), *key, "diff")
@@ -144,10 +258,102 @@ def _comparison_macros(m: Macros, row, *key) -> None:
     m.add(pvalue(row["holm_p"]), *key, "holm p")
 
 
+def _finetuned_macros(m: Macros, runs: pd.DataFrame, stats: pd.DataFrame, comps: pd.DataFrame) -> None:
+    """Per block of :func:`regimes_table`: the fine-tuned regime, its trained layers and precision, each
+    pooling's fine-tuned accuracy [CI] and its difference to the baseline; and every ``gap_change``
+    row: (pooling − baseline) in a regime − (pooling − baseline) frozen."""
+    from .analysis import finetuned_regimes
+
+    for (dataset, model, _, trunc, max_len), regime in finetuned_regimes(stats).items():
+        where = dict(dataset=dataset, model=model, truncation=trunc, max_len=max_len)
+        key = ("finetuned", dataset, model, trunc, max_len)
+        m.add(tex_escape(regime), *key, "regime")
+        for name, values in _trained(runs, regime, **where).items():
+            if values:
+                m.add("/".join(values), *key, name)
+        for r in _where(stats, regime=regime, **where).itertuples():
+            m.add(pct(r.accuracy), *key, r.pooling, "acc")
+            m.add(interval(r.accuracy_ci_low, r.accuracy_ci_high), *key, r.pooling, "acc CI")
+        vs_base = _where(comps, kind="baseline", regime=regime, **where)
+        m.add(int((vs_base["holm_p"] < 0.05).sum()) if len(vs_base) else 0, *key, "n significant")
+        m.add(len(vs_base), *key, "n compared")
+        for _, r in vs_base.iterrows():
+            _comparison_macros(m, r, *key, r["a"], "vs baseline")
+    gaps = _where(comps, kind="gap_change")
+    if len(gaps):
+        m.add(len(gaps), "N gap change")
+        m.add(int((gaps["holm_p"] < 0.05).sum()), "N gap change significant")
+    for _, r in gaps.iterrows():
+        _comparison_macros(m, r, "gap change", r["dataset"], r["model"], r["truncation"], r["max_len"], r["a"],
+                           r["pooling"])
+
+
+def _ladder_macros(m: Macros, ladder: pd.DataFrame) -> None:
+    """Per ladder setting, regime and pooling (regime_ladder.csv): accuracy [CI], the difference to the
+    baseline [CI, Holm p], and each regime's trained layers."""
+    for _, r in ladder.iterrows():
+        key = ("ladder", r["dataset"], r["model"], r["truncation"], r["max_len"], r["regime"])
+        m.add(pct(r["accuracy"]), *key, r["pooling"], "acc")
+        m.add(interval(r["accuracy_ci_low"], r["accuracy_ci_high"]), *key, r["pooling"], "acc CI")
+        if "gap" in r and pd.notna(r["gap"]):
+            gap = pd.Series(dict(diff=r["gap"], ci_low=r["gap_ci_low"], ci_high=r["gap_ci_high"],
+                                 holm_p=r["gap_holm_p"]))
+            _comparison_macros(m, gap, *key, r["pooling"], "gap")
+    for key, sub in ladder.groupby(["dataset", "model", "truncation", "max_len", "regime"], sort=True):
+        m.add(int(sub["trained_layers"].iloc[0]), "ladder", *key, "layers")
+    m.add(len(ladder.groupby(["dataset", "model", "truncation", "max_len"])), "N ladder settings")
+
+
+def _natural_macros(m: Macros, natural: pd.DataFrame) -> None:
+    """Natural-tail accuracy [CI] per setting, regime, pooling, set and variant, and the reviews per set."""
+    for _, r in natural.iterrows():
+        key = ("natural", r["dataset"], r["model"], r["truncation"], r["max_len"], r["regime"], r["pooling"],
+               r["set"], r["variant"])
+        m.add(pct(r["accuracy"]), *key)
+        m.add(interval(r["accuracy_ci_low"], r["accuracy_ci_high"]), *key, "CI")
+    for name, sub in natural[natural["variant"] == "original"].groupby("set"):
+        m.add(int(sub["n"].iloc[0]), "natural", name, "reviews")
+
+
+def _attention_macros(m: Macros, attention: pd.DataFrame) -> None:
+    """From verdict_attention.csv (:func:`poolbench.attention.summarise`), frozen (no trained layer) and
+    fine-tuned, per condition and verdict position ("all" pools them), in %: [CLS]'s attention mass on
+    the verdict in the last layer (AttentionCls...) and the attention pooling's weight on the verdict
+    (AttentionPooling...), each with its CI and uniform attention's mass; and the examples counted."""
+    side = attention["trained_layers"].map(lambda k: "frozen" if k == 0 else "fine tuned")
+    for name, sub in attention.assign(side=side).groupby("side"):
+        if sub["regime"].nunique() != 1:
+            raise ValueError(f"verdict attention: more than one {name} regime: {sorted(sub['regime'].unique())}")
+        if name == "fine tuned":
+            m.add(tex_escape(sub["regime"].iloc[0]), "attention finetuned regime")
+            m.add(int(sub["trained_layers"].iloc[0]), "attention finetuned layers")
+        for measure, prefix in (("cls_attention", "attention cls"), ("attention_pooling", "attention pooling")):
+            rows = sub[sub["measure"] == measure]
+            if rows.empty:
+                continue
+            last = rows[rows["layer"] == rows["layer"].max()]
+            if measure == "cls_attention":
+                m.add(int(rows["layer"].max()), prefix, name, "layer")
+            for r in last.itertuples():
+                key = (prefix, name, r.condition, r.position)
+                m.add(pct(r.mean), *key, "mass")
+                m.add(interval(r.ci_low, r.ci_high), *key, "CI")
+                m.add(pct(r.uniform), *key, "uniform")
+    everything = attention[(attention["condition"] == "all") & (attention["position"] == "all")]
+    if len(everything):
+        m.add(int(everything["n"].max()), "attention n examples")
+        m.add(int(everything["n_cut"].max()), "attention n cut")
+
+
 def numbers(runs: pd.DataFrame, stats: pd.DataFrame, comps: pd.DataFrame, cells: pd.DataFrame,
-            transfer: pd.DataFrame, checks: dict | None) -> str:
+            transfer: pd.DataFrame, checks: dict | None, natural: pd.DataFrame | None = None,
+            ladder: pd.DataFrame | None = None, attention: pd.DataFrame | None = None) -> str:
+    """The paper's macros. ``natural``, ``ladder`` and ``attention`` (naturaltail_cells.csv,
+    regime_ladder.csv, verdict_attention.csv) are optional: without them, none of their macros."""
     m = Macros()
     m.add(len(runs), "N runs")
+    if "precision" in runs and runs["precision"].notna().any():
+        m.add("/".join(sorted(runs["precision"].dropna().astype(str).unique())), "run precision")
     m.add(runs["seed"].nunique(), "N seeds")
     m.add(runs["pooling"].nunique(), "N poolings")
     m.add(f"{runs['wall_s'].sum() / 3600:.1f}", "train hours")
@@ -202,10 +408,14 @@ def numbers(runs: pd.DataFrame, stats: pd.DataFrame, comps: pd.DataFrame, cells:
                         r = sub[(sub["condition"] == cond) & (sub["length_bin"] == length) & (sub["position"] == pos)]
                         if len(r):
                             m.add(pct(r["accuracy"].iloc[0]), *key, cond, length, pos)
-                            m.add(f"[{pct(r['accuracy_ci_low'].iloc[0])}, {pct(r['accuracy_ci_high'].iloc[0])}]",
+                            m.add(interval(r["accuracy_ci_low"].iloc[0], r["accuracy_ci_high"].iloc[0]),
                                   *key, cond, length, pos, "CI")
             contrast = sub[sub["condition"] == "contrast"]
             m.add(pct(contrast["follows_body"].mean()), *key, "contrast follows body")
+    _finetuned_macros(m, runs, stats, comps)
+    for table, add in ((ladder, _ladder_macros), (natural, _natural_macros), (attention, _attention_macros)):
+        if table is not None and not table.empty:
+            add(m, table)
     if checks:
         lab = checks["labels_clean"]["splits"]["test"]
         m.add(pct(lab["agreement"]), "check afinn agreement")
@@ -225,17 +435,26 @@ CI_NOTE = ("95\\% CIs and $p$ from a paired bootstrap over test units and seeds;
 
 
 def write(*, runs: Path, stats: Path, comparisons: Path, probe: Path, transfer: Path, checks: Path | None,
-          out: dict[str, Path]) -> None:
-    """Write the paper's macros and tables (``out``: numbers, imdb, superlatives, probe, probe_pooling)."""
+          out: dict[str, Path], natural: Path | None = None, ladder: Path | None = None,
+          attention: Path | None = None) -> None:
+    """Write the paper's macros and tables.
+
+    ``out``: numbers, imdb, superlatives, probe, probe_pooling; ``regimes`` (tab_regimes) where the
+    study trains a setting frozen and fine-tuned; ``natural`` (tab_natural) exactly when the natural
+    tail cells are given. ``natural``, ``ladder`` and ``attention`` are the optional summaries
+    (naturaltail_cells.csv, regime_ladder.csv, verdict_attention.csv): None where the study makes none;
+    a path given must exist.
+    """
     def read(f):
         return pd.read_csv(f) if Path(f).stat().st_size > 1 else pd.DataFrame()  # an empty table is one newline
 
     runs, stats, comps = pd.read_csv(runs), pd.read_csv(stats), read(comparisons)
     cells, transfer = read(probe), read(transfer)
     checks = json.loads(Path(checks).read_text()) if checks else None
+    natural, ladder, attention = (None if f is None else read(f) for f in (natural, ladder, attention))
     note = CI_NOTE.format(n=len(comps))
     tables = {
-        "numbers": numbers(runs, stats, comps, cells, transfer, checks),
+        "numbers": numbers(runs, stats, comps, cells, transfer, checks, natural, ladder, attention),
         "imdb": pooling_table(
             stats, comps, "imdb", "IMDB test accuracy (\\%) by pooling, frozen backbones, and the difference to the "
             "family's baseline (points). " + note, "tab:imdb"),
@@ -251,5 +470,20 @@ def write(*, runs: Path, stats: Path, comparisons: Path, probe: Path, transfer: 
             stats, comps, "tailprobe", "Tail-probe test accuracy (\\%) by pooling and the difference to the "
             "family's baseline (points). " + note, "tab:probepool"),
     }
+    if "regimes" in out:
+        tables["regimes"] = regimes_table(
+            runs, stats, comps, "Test accuracy (\\%) by pooling with frozen and fine-tuned backbones, and the "
+            "fine-tuned difference to the family's baseline (points); each block names the fine-tuned regime, "
+            "the layers it trains and its precision. " + note, "tab:regimes")
+    if natural is not None:
+        tables["natural"] = "% no natural-tail cells in this study\n" if natural.empty else natural_table(
+            natural, "Accuracy (\\%) of IMDB-trained runs on real IMDB test reviews whose last (tail) or first "
+            "(head) sentence decides against the rest, pooled over seeds: the review as written, with that "
+            "sentence removed, and with it moved to the other end. The label is the rating's in every variant.",
+            "tab:natural")
+    undeclared, missing = sorted(set(tables) - set(out)), sorted(set(out) - set(tables))
+    if undeclared or missing:
+        raise ValueError(f"paper.write: tables without an output path {undeclared}, "
+                         f"output paths without their input {missing}")
     for name, text in tables.items():
         write_text(out[name], text)

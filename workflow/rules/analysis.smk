@@ -78,12 +78,17 @@ rule paper_numbers:
         probe=R("summary/tailprobe_cells.csv"),
         transfer=R("summary/transfer_tailprobe_cells.csv"),
         checks=R("data/tailprobe_checks.json") if uses_probe() else [],
+        natural=R("summary/naturaltail_cells.csv") if uses_natural() else [],
+        ladder=R("summary/regime_ladder.csv") if uses_ladder() else [],
+        attention=R("summary/verdict_attention.csv") if attention_runs() else [],
     output:
         numbers=P("numbers.tex"),
         imdb=P("tab_imdb.tex"),
         probe=P("tab_probe.tex"),
         probe_pooling=P("tab_probe_pooling.tex"),
         superlatives=P("tab_superlatives.tex"),
+        regimes=P("tab_regimes.tex") if compares_regimes() else [],
+        natural=P("tab_natural.tex") if uses_natural() else [],
     log:
         S("logs/analysis/paper_numbers.log"),
     threads: 1
@@ -124,7 +129,7 @@ rule paper:
     input:
         tex="paper/main.tex",
         generated=paper_files(),
-        figures=figure_files(),
+        figures=[*figure_files(), *attention_figure()],
     output:
         "paper/main.pdf",
     log:

@@ -137,13 +137,26 @@ def uses_probe():
         "tailprobe" in targets for targets in config.get("transfer", {}).values())
 
 
+def planned_runs():
+    """The config's runs as a table (the columns of runs.csv that the config fixes)."""
+    import pandas as pd
+
+    return pd.DataFrame([dict(run.wildcards(), family=config["models"][run.model]["family"]) for run in RUNS])
+
+
 def uses_ladder():
     """Some setting is trained in enough regimes for a regime ladder (poolbench.analysis.ladder_settings)."""
-    import pandas as pd
     from poolbench.analysis import ladder_settings
 
-    planned = pd.DataFrame([dict(run.wildcards(), family=config["models"][run.model]["family"]) for run in RUNS])
-    return bool(ladder_settings(planned))
+    return bool(ladder_settings(planned_runs()))
+
+
+def compares_regimes():
+    """Some setting is trained frozen and fine-tuned (poolbench.analysis.finetuned_regimes): the paper's
+    tab_regimes."""
+    from poolbench.analysis import finetuned_regimes
+
+    return bool(finetuned_regimes(planned_runs()))
 
 
 def uses_natural():
@@ -256,8 +269,12 @@ def spec_of_attention(wc):
                       "runs": {side: [run_spec(config, r) for r in rs] for side, rs in runs.items()}})
 
 
+def attention_figure():
+    return [R("figures/verdict_attention.png")] if attention_runs() else []
+
+
 def attention_targets():
-    return [R("summary/verdict_attention.csv"), R("figures/verdict_attention.png")] if attention_runs() else []
+    return [R("summary/verdict_attention.csv"), *attention_figure()] if attention_runs() else []
 
 
 # ---- targets --------------------------------------------------------------------------------
@@ -277,7 +294,8 @@ def figure_files():
 
 
 def paper_files():
-    names = ["numbers.tex", "tab_imdb.tex", "tab_probe.tex", "tab_probe_pooling.tex", "tab_superlatives.tex"]
+    names = ["numbers.tex", "tab_imdb.tex", "tab_probe.tex", "tab_probe_pooling.tex", "tab_superlatives.tex",
+             *(["tab_regimes.tex"] if compares_regimes() else []), *(["tab_natural.tex"] if uses_natural() else [])]
     return [P(name) for name in names] if PAPER else []
 
 
