@@ -243,7 +243,7 @@ def paper_numbers(smk) -> None:
     i = smk.input
     write(runs=i.runs, stats=i.stats, comparisons=i.comparisons, probe=i.probe, transfer=i.transfer,
           checks=i.get("checks") or None, natural=i.get("natural") or None, ladder=i.get("ladder") or None,
-          attention=i.get("attention") or None, out={key: Path(path) for key, path in smk.output.items()})
+          attention=i.get("attention") or None, out={key: Path(path) for key, path in smk.output.items() if path})  # [] = not made by this config
 
 
 def paper(smk) -> None:
