@@ -230,6 +230,10 @@ def test_paper_numbers_come_from_the_tables(tmp_path):
     mean = comps[(comps["kind"] == "baseline") & (comps["dataset"] == "imdb")].iloc[0]
     assert float(macros["ImdbMHeadOneTwoEightMeanVsBaselineDiff"]) == pytest.approx(100 * mean["diff"], abs=0.051)
     assert macros["ImdbMHeadOneTwoEightNCompared"] == "1" and macros["NComparisons"] == str(len(comps))
+    # the words a sentence uses about a comparison follow its Holm p (a 20-point gap on 400 units is real)
+    assert macros["ImdbMHeadOneTwoEightMeanVsBaselineVerdict"] == ("significant" if mean["holm_p"] < 0.05
+                                                                   else "not significant")
+    assert mean["holm_p"] < 0.05
     assert "ProbeMHeadOneTwoEightMeanContrastLongEndMinusStartCI" in macros
     table = (tmp_path / "paper" / "tab_imdb.tex").read_text()
     assert f"{100 * mean['diff']:+.1f} [{100 * mean['ci_low']:+.1f}, {100 * mean['ci_high']:+.1f}]" in table
@@ -529,3 +533,29 @@ def test_a_declared_summary_that_is_missing_is_an_error_naming_it(tmp_path):
               transfer=tmp_path / "tailprobe_cells.csv", checks=None,
               out={k: tmp_path / "p" / f"{k}.tex" for k in ("numbers", "imdb", "superlatives", "probe",
                                                            "probe_pooling", "regimes", "natural")})
+
+
+def test_verdict_words_follow_holm_p():
+    from poolbench.paper import verdict
+
+    assert verdict(pd.Series({"holm_p": 0.049})) == "significant"
+    assert verdict(pd.Series({"holm_p": 0.05})) == "not significant"
+    assert verdict(pd.Series({"holm_p": 0.8})) == "not significant"
+
+
+def test_probe_checks_become_macros():
+    from poolbench.paper import numbers
+
+    preds = synthetic(acc={"cls": 0.7, "mean": 0.8})
+    stats, comps = pooling_stats(preds, n_boot=100), comparisons(preds, n_boot=100)
+    runs = preds.groupby(RUN_KEYS, as_index=False).size().assign(wall_s=1.0)
+    checks = {"labels_clean": {"splits": {"test": {"agreement": 0.99, "abstention_rate": 0.1}}},
+              "read_and_counted": {"by_kind": {"verdict": {"n": 100, "agree": 97}, "contrast": {"n": 50, "agree": 5}}},
+              "baselines": {"measured": {"tfidf_probe_train": 0.754},
+                            "by_condition": {"tfidf_probe_train": {"contrast": 0.7, "agree": 0.81}}},
+              "same_film": {"splits": {"test": {"overall": 0.405}}}}
+    tex = numbers(runs, stats, comps, pd.DataFrame(), pd.DataFrame(), checks)
+    macros = dict(re.findall(r"\\newcommand\{\\([A-Za-z]+)\}\{(.*)\}", tex))
+    assert macros["AuditVerdictAgree"] == "97" and macros["AuditContrastN"] == "50"
+    assert macros["BaselineTfidfProbeTrain"] == "75.4" and macros["BaselineTfidfProbeTrainContrast"] == "70.0"
+    assert macros["CheckSameFilm"] == "40.5"

@@ -251,11 +251,19 @@ def natural_table(natural: pd.DataFrame, caption: str, label: str) -> str:
     return _table(caption, label, "l" + "r" * len(sets) * len(variants), header, body)
 
 
+def verdict(row, alpha: float = 0.05) -> str:
+    """The words a sentence may use about one comparison, decided by its Holm p, never typed by hand:
+    "significant" (Holm p < alpha) or "not significant"."""
+    return "significant" if row["holm_p"] < alpha else "not significant"
+
+
 def _comparison_macros(m: Macros, row, *key) -> None:
-    """diff, CI and Holm p of one comparison: <key>Diff, <key>CI, <key>HolmP (points; CI as "[lo, hi]")."""
+    """diff, CI, Holm p and verdict of one comparison: <key>Diff, <key>CI, <key>HolmP (points; CI as
+    "[lo, hi]") and <key>Verdict (:func:`verdict`), so the text's claim follows the test."""
     m.add(signed(row["diff"]), *key, "diff")
     m.add(ci(row), *key, "CI")
     m.add(pvalue(row["holm_p"]), *key, "holm p")
+    m.add(verdict(row), *key, "verdict")
 
 
 def _finetuned_macros(m: Macros, runs: pd.DataFrame, stats: pd.DataFrame, comps: pd.DataFrame) -> None:
@@ -427,6 +435,16 @@ def numbers(runs: pd.DataFrame, stats: pd.DataFrame, comps: pd.DataFrame, cells:
         trunc_checks = checks.get("truncation_bites", {}).get("measured", {})
         if trunc_checks:
             m.add(pct(min(trunc_checks.values())), "check truncation hidden")
+        for kind, counts in checks.get("read_and_counted", {}).get("by_kind", {}).items():
+            m.add(int(counts["agree"]), "audit", kind, "agree")
+            m.add(int(counts["n"]), "audit", kind, "n")
+        for name, acc in checks.get("baselines", {}).get("measured", {}).items():
+            m.add(pct(acc), "baseline", name)
+        for name, acc in checks.get("baselines", {}).get("by_condition", {}).get("tfidf_probe_train", {}).items():
+            m.add(pct(acc), "baseline tfidf probe train", name)
+        same = checks.get("same_film", {}).get("splits", {}).get("test", {})
+        if same:
+            m.add(pct(same["overall"]), "check same film")
     return m.text()
 
 
