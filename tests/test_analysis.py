@@ -212,7 +212,8 @@ def test_paper_numbers_come_from_the_tables(tmp_path):
     from poolbench.paper import macro_name, write
 
     assert macro_name("imdb", "minilm-l6", "head", 128, "best acc") == "ImdbMinilmLSixHeadOneTwoEightBestAcc"
-    preds = pd.concat([synthetic(acc={"cls": 0.70, "mean": 0.90}), probe()], ignore_index=True)
+    preds = pd.concat([synthetic(acc={"cls": 0.70, "mean": 0.90}), probe(), probe(rng=1, regime="topk")],
+                      ignore_index=True)
     stats, comps = pooling_stats(preds, n_boot=500), comparisons(preds, n_boot=500)
     runs = preds.groupby(RUN_KEYS, as_index=False).size().assign(wall_s=10.0)
     runs.to_csv(tmp_path / "runs.csv", index=False)
@@ -225,7 +226,7 @@ def test_paper_numbers_come_from_the_tables(tmp_path):
     names = re.findall(r"\\newcommand\{\\([A-Za-z]+)\}", tex)
     assert len(names) == len(set(names))  # LaTeX refuses a macro defined twice
     macros = dict(re.findall(r"\\newcommand\{\\([A-Za-z]+)\}\{(.*)\}", tex))
-    assert macros["NRuns"] == "12" and macros["ImdbMHeadOneTwoEightBestPooling"] == "mean"
+    assert macros["NRuns"] == "18" and macros["ImdbMHeadOneTwoEightBestPooling"] == "mean"
     assert float(macros["ImdbMHeadOneTwoEightBestAcc"]) == pytest.approx(100 * stats["accuracy"].max(), abs=0.051)
     mean = comps[(comps["kind"] == "baseline") & (comps["dataset"] == "imdb")].iloc[0]
     assert float(macros["ImdbMHeadOneTwoEightMeanVsBaselineDiff"]) == pytest.approx(100 * mean["diff"], abs=0.051)
@@ -235,6 +236,12 @@ def test_paper_numbers_come_from_the_tables(tmp_path):
                                                                    else "not significant")
     assert mean["holm_p"] < 0.05
     assert "ProbeMHeadOneTwoEightMeanContrastLongEndMinusStartCI" in macros
+    # a fine-tuned regime's probe macros carry its name; frozen ones keep theirs
+    topk = comps[(comps["kind"] == "position") & (comps["regime"] == "topk") & (comps["pooling"] == "mean")
+                 & (comps["length_bin"] == "long")].iloc[0]
+    assert float(macros["ProbeMHeadOneTwoEightTopkMeanContrastLongEndMinusStartDiff"].replace("$-$", "-")) == pytest.approx(
+        100 * topk["diff"], abs=0.051)
+    assert "ProbeMHeadOneTwoEightTopkMeanContrastFollowsBody" in macros
     table = (tmp_path / "paper" / "tab_imdb.tex").read_text()
     assert f"{100 * mean['diff']:+.1f} [{100 * mean['ci_low']:+.1f}, {100 * mean['ci_high']:+.1f}]" in table
 

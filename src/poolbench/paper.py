@@ -84,6 +84,11 @@ def _frozen(table: pd.DataFrame, **eq) -> pd.DataFrame:
     return _where(table, regime="frozen", **eq)
 
 
+def _regime_part(regime: str) -> tuple:
+    """The regime's part of a macro name: none for ``frozen`` (the reference, named as before), else the regime."""
+    return () if regime == "frozen" else (regime,)
+
+
 def _mcnemar(row) -> str:
     cols = sorted(c for c in row.index if c.startswith("mcnemar_p_seed") and pd.notna(row[c]))
     return " / ".join(pvalue(row[c]) for c in cols)
@@ -396,20 +401,22 @@ def numbers(runs: pd.DataFrame, stats: pd.DataFrame, comps: pd.DataFrame, cells:
                 r = r.iloc[0]
                 m.add(tex_escape(r["b"]), *key, other)
                 _comparison_macros(m, r, *key, kind, "margin")
-    position = _frozen(comps, kind="position") if len(comps) else comps
+    # Probe and transfer macros: frozen ones are named without their regime, other regimes with it
+    # (ProbeMinilmLSixHeadOneTwoEightCls... frozen, ProbeMinilmLSixHeadOneTwoEightTopkCls... top-k).
+    position = _where(comps, kind="position")
     for r in position.itertuples() if len(position) else []:
-        _comparison_macros(m, position.loc[r.Index], "probe", r.model, r.truncation, r.max_len, r.pooling,
-                           r.condition, r.length_bin, "end minus start")
-    trunc = _frozen(comps, kind="truncation") if len(comps) else comps
+        _comparison_macros(m, position.loc[r.Index], "probe", r.model, r.truncation, r.max_len, *_regime_part(r.regime),
+                           r.pooling, r.condition, r.length_bin, "end minus start")
+    trunc = _where(comps, kind="truncation")
     for r in trunc.itertuples() if len(trunc) else []:
-        _comparison_macros(m, trunc.loc[r.Index], "probe", r.model, r.max_len, r.pooling, r.condition, r.length_bin,
-                           r.position, "tail minus head")
+        _comparison_macros(m, trunc.loc[r.Index], "probe", r.model, r.max_len, *_regime_part(r.regime), r.pooling,
+                           r.condition, r.length_bin, r.position, "tail minus head")
     for name, table in (("probe", cells), ("transfer", transfer)):
         if table.empty:
             continue
-        for (model, trunc_, max_len, pooling), sub in table[table["regime"] == "frozen"].groupby(
-                ["model", "truncation", "max_len", "pooling"]):
-            key = (name, model, trunc_, max_len, pooling)
+        for (model, trunc_, max_len, regime, pooling), sub in table.groupby(
+                ["model", "truncation", "max_len", "regime", "pooling"]):
+            key = (name, model, trunc_, max_len, *_regime_part(regime), pooling)
             for cond in ("agree", "contrast"):
                 for length in ("short", "long"):
                     for pos in ("start", "end"):
