@@ -39,3 +39,39 @@ def test_bench_finetune_quick_prints_ratios(bundled, data_dir, tmp_path):
     assert "% peak" in out and "GEMM peak" in out
     assert not list(REPO.glob("trainer*")), "the benchmark must not write into the repository"
     print(f"bench_finetune --quick: {wall:.0f} s")
+
+
+LOG = """Building DAG of jobs...
+[Fri Nov 27 05:16:00 2026]
+localrule train:
+    output: a/metrics.json
+    jobid: 7
+    wildcards: dataset=imdb, model=m, regime=topk, truncation=head, max_len=128, pooling=cls, seed=0
+Select jobs to execute...
+[Fri Nov 27 05:16:30 2026]
+localrule evaluate:
+    jobid: 9
+    wildcards: dataset=imdb, model=m, regime=topk, truncation=head, max_len=128, pooling=cls, seed=0, evalset=tailprobe
+[Fri Nov 27 05:17:40 2026]
+Finished jobid: 7 (Rule: train)
+[Fri Nov 27 05:17:50 2026]
+Finished jobid: 9 (Rule: evaluate)
+"""
+
+
+def test_study_time_sums_the_last_run_of_each_job(tmp_path):
+    first = tmp_path / "2026-11-27T051553.000000.snakemake.log"
+    first.write_text(LOG)
+    # a later log reruns the same train job (100 s -> 40 s) and fails one job, which does not count
+    second = tmp_path / "2026-11-27T061553.000000.snakemake.log"
+    second.write_text(LOG.replace("05:17:40", "05:16:40").replace("Finished jobid: 9 (Rule: evaluate)",
+                                                                  "Error in rule evaluate:"))
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "study_time.py"), "--cores", "2",
+                           str(first), str(second)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    # train: 40 s (its last run), evaluate: 80 s (the only finished run); 120 s on 2 cores = 60 s
+    assert "2 jobs, 0.03 h of job wall time; on 2 cores: 0.02 h" in proc.stdout
+    assert re.search(r"superseded runs .*: 0\.03 h", proc.stdout)  # the first train run, 100 s
+    assert re.search(r"train\s+1\s+0\.01\s+40\b", proc.stdout)
+    assert re.search(r"evaluate\s+1\s+0\.02\s+80\b", proc.stdout)
+    assert "evaluate  imdb/m/topk -> tailprobe" in proc.stdout
