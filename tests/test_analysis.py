@@ -566,3 +566,19 @@ def test_probe_checks_become_macros():
     assert macros["AuditVerdictAgree"] == "97" and macros["AuditContrastN"] == "50"
     assert macros["BaselineTfidfProbeTrain"] == "75.4" and macros["BaselineTfidfProbeTrainContrast"] == "70.0"
     assert macros["CheckSameFilm"] == "40.5"
+
+
+def test_probe_table_has_every_regime_and_the_baselines():
+    from poolbench.paper import probe_table
+
+    preds = pd.concat([probe(), probe(rng=1, regime="topk")], ignore_index=True)
+    cells, comps = probe_cells(preds, n_boot=100), comparisons(preds, n_boot=100)
+    base = [{"baseline": "tfidf_probe_train", "condition": "contrast", "length_bin": "long", "position": p,
+             "accuracy": acc} for p, acc in (("start", 0.25), ("middle", 0.5), ("end", 0.75))]
+    table = probe_table(cells, comps, "caption", "tab:x", baselines=base)
+    frozen, topk = table.index("m head-128, frozen"), table.index("m head-128, topk")
+    assert frozen < topk < table.index("TF-IDF on probe-train & 25.0 & 50.0 & 75.0")
+    long_topk = cells[(cells["regime"] == "topk") & (cells["condition"] == "contrast") & (cells["length_bin"] == "long")
+                      & (cells["pooling"] == "mean")].set_index("position")["accuracy"]
+    assert f"mean & {100 * long_topk['start']:.1f} & {100 * long_topk['middle']:.1f} & {100 * long_topk['end']:.1f}" \
+        in table[topk:]

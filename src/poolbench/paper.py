@@ -127,27 +127,43 @@ def pooling_table(stats: pd.DataFrame, comps: pd.DataFrame, dataset: str, captio
                   r"McNemar $p$ per seed", body)
 
 
-def probe_table(cells: pd.DataFrame, comps: pd.DataFrame, caption: str, label: str, length: str = "long") -> str:
-    """One block per setting: probe accuracy (%) on contrast examples of one length by verdict position,
-    and the position effect end − start [95% CI over verdicts and seeds] with its Holm p."""
-    sub = _frozen(cells, condition="contrast", length_bin=length)
-    pos = _frozen(comps, kind="position", length_bin=length) if len(comps) else comps
+BASELINE_NAMES = {"tfidf_probe_train": "TF-IDF on probe-train", "imdb_bow": "IMDB bag-of-words",
+                  "imdb_bow_verdict_only": "IMDB bag-of-words, verdict only",
+                  "imdb_bow_body_only": "IMDB bag-of-words, body only"}
+
+
+def probe_table(cells: pd.DataFrame, comps: pd.DataFrame, caption: str, label: str, length: str = "long",
+                baselines: list[dict] | None = None) -> str:
+    """One block per setting and regime (frozen first): probe accuracy (%) on contrast examples of one
+    length by verdict position, and the position effect end − start [95% CI over verdicts and seeds]
+    with its Holm p. ``baselines`` (the ``cells`` of tailprobe_checks.json's ``baselines``) adds a
+    block of the position-blind and partial-input baselines, so each pooling reads beside them."""
+    sub = _where(cells, condition="contrast", length_bin=length)
+    pos = _where(comps, kind="position", length_bin=length)
+    sub = sub.assign(_frozen_first=sub["regime"] != "frozen")
     body = []
-    for setting, rows in sub.groupby(["model", "truncation", "max_len"], sort=False):
+    for setting, rows in sub.groupby(["_frozen_first", "model", "truncation", "max_len", "regime"], sort=True):
+        _, model, trunc, max_len, regime = setting
         if body:
             body.append(r"\addlinespace")
-        body.append(rf"\multicolumn{{6}}{{l}}{{\emph{{{tex_escape(setting[0])} {setting[1]}-{setting[2]}}}}} \\")
+        body.append(rf"\multicolumn{{6}}{{l}}{{\emph{{{tex_escape(model)} {trunc}-{max_len}, {tex_escape(regime)}}}}} \\")
         for pooling, r in rows.groupby("pooling"):
             acc = r.set_index("position")["accuracy"]
             vals = [pct(acc[p]) if p in acc else "--" for p in ("start", "middle", "end")]
-            c = pos[(pos["model"] == setting[0]) & (pos["truncation"] == setting[1]) & (pos["max_len"] == setting[2])
-                    & (pos["pooling"] == pooling)] if len(pos) else pos
+            c = _where(pos, model=model, truncation=trunc, max_len=max_len, regime=regime, pooling=pooling)
             if len(c):
                 c = c.iloc[0]
                 vals += [f"{signed(c['diff'])} {ci(c)}" + ("$^*$" if c["holm_p"] < 0.05 else ""), pvalue(c["holm_p"])]
             else:
                 vals += ["--", ""]
             body.append(tex_escape(pooling) + " & " + " & ".join(vals) + r" \\")
+    rows = [c for c in baselines or [] if c["condition"] == "contrast" and c["length_bin"] == length]
+    if rows:
+        body += [r"\addlinespace", r"\multicolumn{6}{l}{\emph{baselines without a transformer (one fit each)}} \\"]
+        for name in dict.fromkeys(c["baseline"] for c in rows):
+            acc = {c["position"]: c["accuracy"] for c in rows if c["baseline"] == name}
+            vals = [pct(acc[p]) if p in acc else "--" for p in ("start", "middle", "end")]
+            body.append(tex_escape(BASELINE_NAMES.get(name, name)) + " & " + " & ".join(vals) + r" & -- & \\")
     return _table(caption, label, "lrrrrr", r"pooling & start & middle & end & end $-$ start & Holm $p$", body)
 
 
@@ -489,8 +505,11 @@ def write(*, runs: Path, stats: Path, comparisons: Path, probe: Path, transfer: 
         # Without probe runs these stay (declared outputs), holding only a comment.
         "probe": "% no tail-probe runs in this study\n" if cells.empty else probe_table(
             cells, comps, "Tail-probe accuracy (\\%) on long \\emph{contrast} examples by verdict position "
-            "(pooled over seeds), and the position effect end $-$ start (points). Chance is 50; following the "
-            "body gives 0. " + note, "tab:probe"),
+            "(pooled over seeds), and the position effect end $-$ start (points), per setting and regime, with "
+            "the probe's baselines that use no transformer (the verdict filter requires the IMDB bag-of-words to agree, "
+            "so it reads every verdict alone correctly by construction). Chance is 50; following the body gives 0. "
+            + note,
+            "tab:probe", baselines=(checks or {}).get("baselines", {}).get("cells")),
         "probe_pooling": "% no tail-probe runs in this study\n" if cells.empty else pooling_table(
             stats, comps, "tailprobe", "Tail-probe test accuracy (\\%) by pooling and the difference to the "
             "family's baseline (points). " + note, "tab:probepool"),
