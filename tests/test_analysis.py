@@ -582,3 +582,17 @@ def test_probe_table_has_every_regime_and_the_baselines():
                       & (cells["pooling"] == "mean")].set_index("position")["accuracy"]
     assert f"mean & {100 * long_topk['start']:.1f} & {100 * long_topk['middle']:.1f} & {100 * long_topk['end']:.1f}" \
         in table[topk:]
+
+
+def test_the_accuracy_figure_keeps_frozen_and_the_main_fine_tuned_regime():
+    from poolbench.analysis import main_regimes
+
+    grid = {"cls": 0.7, "mean": 0.8, "max": 0.75}
+    preds = pd.concat([synthetic(acc=grid), synthetic(acc=grid, rng=1, regime="topk"),
+                       synthetic(acc={"cls": 0.7, "mean": 0.8}, rng=2, regime="top1"),  # a ladder step
+                       synthetic(acc={"cls": 0.7}, rng=3, regime="frozen", dataset="tailprobe"),
+                       synthetic(acc={"cls": 0.7}, rng=4, regime="topk", dataset="other")], ignore_index=True)
+    stats = pooling_stats(preds, n_boot=50)
+    kept = main_regimes(stats)
+    assert set(zip(kept["dataset"], kept["regime"])) == {("imdb", "frozen"), ("imdb", "topk"), ("tailprobe", "frozen"),
+                                                         ("other", "topk")}

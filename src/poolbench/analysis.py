@@ -488,6 +488,16 @@ def finetuned_regimes(runs: pd.DataFrame) -> dict[tuple, str]:
     return out
 
 
+def main_regimes(stats: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``stats`` (one per setting and pooling) in the frozen regime or in each setting's
+    main fine-tuned regime (:func:`finetuned_regimes`): the accuracy figure leaves the ladder's extra
+    steps to the ladder figure. A setting trained in one regime keeps its rows."""
+    main = finetuned_regimes(stats)
+    keep = [r.regime == FROZEN or main.get(tuple(getattr(r, k) for k in LADDER_KEYS), r.regime) == r.regime
+            for r in stats.itertuples()]
+    return stats[keep]
+
+
 def regime_ladder(runs: pd.DataFrame, stats: pd.DataFrame, comps: pd.DataFrame) -> pd.DataFrame:
     """Does the pooling gap close as more of the network trains? For each ladder setting
     (:func:`ladder_settings`) and each pooling run in every one of its regimes: the regime, the

@@ -186,9 +186,9 @@ def aggregate(smk) -> None:
 
 
 def figures(smk) -> None:
-    from .analysis import accuracy_by_pooling
+    from .analysis import accuracy_by_pooling, main_regimes
 
-    accuracy_by_pooling(pd.read_csv(smk.input.stats), Path(smk.output.accuracy))
+    accuracy_by_pooling(main_regimes(pd.read_csv(smk.input.stats)), Path(smk.output.accuracy))
 
 
 def statistics(smk) -> None:
