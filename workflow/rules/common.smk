@@ -256,11 +256,22 @@ def attention_runs():
 
 
 def attention_inputs(wc):
+    """The runs' weights, the model and probe-test, like resource_inputs: where the committed analysis
+    is current (its runs are, and nothing asks for them or for it), inputs never built here (a fresh
+    clone) are left out, so the analysis does not retrain its runs; `--forcerun verdict_attention`
+    rebuilds it, weights and all."""
     runs = attention_runs()
-    weights = {side: [ancient(S(paths.WEIGHTS, **r.wildcards())) for r in rs] for side, rs in runs.items()}
-    return {"model": ancient(S(paths.MODEL, model=config["verdict_attention"]["model"])),
-            "probe": ancient(S(paths.DATASET, dataset="tailprobe", split="test")),
-            "frozen": weights["frozen"], "finetuned": weights["finetuned"]}
+    inputs = {"model": [S(paths.MODEL, model=config["verdict_attention"]["model"])],
+              "probe": [S(paths.DATASET, dataset="tailprobe", split="test")],
+              **{side: [S(paths.WEIGHTS, **r.wildcards()) for r in rs] for side, rs in runs.items()}}
+    settings = workflow.dag_settings
+    forced = settings.forceall or "verdict_attention" in settings.forcerun
+    if (Path(R("summary/verdict_attention.csv")).exists() and not forced
+            and all(r in CURRENT and not asked_for(r) for rs in runs.values() for r in rs)):
+        inputs = {key: [p for p in paths_ if Path(p).exists()] for key, paths_ in inputs.items()}
+    # model and probe are single paths (the job reads them as such); the weights are lists
+    return {key: ([ancient(p) for p in paths_] if key in runs else ancient(paths_[0]))
+            for key, paths_ in inputs.items() if paths_ or key in runs}
 
 
 def spec_of_attention(wc):
