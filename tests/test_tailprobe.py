@@ -138,9 +138,9 @@ def test_content_rules(sentence, reason):
 # ---------------------------------------------------------------------------- builds
 
 
-def test_deterministic(imdb, one_tokenizer):
-    cfg = {"seed": 3, "train_size": 48, "test_size": 48}
-    a = tp.build(*imdb, cfg, one_tokenizer)
+def test_deterministic(small_probe, imdb, one_tokenizer):
+    cfg = SMALL  # the module's build is the first of the two (a build costs about a minute in CI)
+    a = small_probe
     b = tp.build(*imdb, cfg, one_tokenizer)
     for split in tp.SPLITS:
         assert a[split].equals(b[split])
