@@ -110,10 +110,21 @@ BAD_CONFIGS = [
      "3 layers but cache_layers is 2"),
     ("options-for-unknown-pooling", _set("pooling_options.meen", {"x": 1}), "pooling_options.meen", "unknown pooling 'meen'"),
     ("transfer-to-unconfigured", _set("transfer", {"imdb": ["tailprobe"]}), "transfer.imdb", "'tailprobe' is not configured"),
+    # init_from (LP-FT): a fine-tuned regime starts from the runs of a frozen regime the study trains
+    ("init-from-unknown-regime", _set("regimes.finetune.init_from", "probe"), "regimes.finetune.init_from",
+     "unknown regime 'probe'"),
+    ("init-from-not-frozen", _set("regimes.finetune.init_from", "finetune"), "regimes.finetune.init_from",
+     "regime 'finetune' is of kind 'finetune'; init_from names a regime of kind 'frozen'"),
+    ("init-from-on-a-frozen-regime", _set("regimes.frozen.init_from", "frozen"), "regimes.frozen.init_from",
+     "only a fine-tuned regime (kind topk or finetune) starts from a frozen run; 'frozen' is of kind 'frozen'"),
+    ("init-from-counterpart-not-trained", _set("regimes.finetune.init_from", "frozen"), "regimes.finetune.init_from",
+     "starts from the frozen run runs/imdb/random-bert/frozen/tail-64/cls/seed0, which the study does not train"),
+    ("init-from-not-a-name", _set("regimes.finetune.init_from", 1), "regimes.finetune.init_from",
+     "1 is not of type 'string'"),
 ]
 # A few go through the real CLI (a full `snakemake --cores 1`, not a dry run): schema and semantic errors.
 CLI_CASES = ["unknown-model", "unknown-dataset", "pooler-on-decoder-model", "float-seed", "max-len-above-limit",
-             "malformed-sha256", "hub-unpinned-revision"]
+             "malformed-sha256", "hub-unpinned-revision", "init-from-counterpart-not-trained"]
 
 
 def bad_config(case_id: str) -> dict:

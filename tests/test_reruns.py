@@ -104,3 +104,40 @@ def test_jobs_read_settings_only_through_their_rule():
     used = {node.attr for node in ast.walk(tree)
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "smk"}
     assert used and used <= {"input", "output", "params", "wildcards", "log", "threads", "rule", "scriptdir"}
+
+
+# ---- init_from (LP-FT): a fine-tuned regime starting from the frozen runs' pooling and head ----
+
+
+def with_lpft(cfg: dict) -> dict:
+    """``cfg`` (the mini config) plus a topk regime ``lpft`` that starts from the frozen runs (mean, attention)."""
+    cfg = {**cfg, "regimes": {**cfg["regimes"], "lpft": {"kind": "topk", "epochs": 1, "batch_size": 16, "lr": 1e-4,
+                                                         "trainable_layers": 1, "init_from": "frozen"}}}
+    cfg["study"] = [*cfg["study"], {"datasets": ["imdb"], "models": ["random-bert"], "regimes": ["lpft"],
+                                    "truncations": ["head"], "max_len": [64], "seeds": [0],
+                                    "poolings": ["mean", "attention"]}]
+    return cfg
+
+
+def test_init_from_adds_the_frozen_runs_spec_to_its_runs_only():
+    """A regime without init_from keeps today's spec byte for byte (committed runs stay current)."""
+    from conftest import DEFAULT_CONFIG
+    from poolbench.config import canonical, check, committed_runs, init_counterpart, run_spec
+
+    base = load_config(MINI)
+    cfg = with_lpft(base)
+    check(cfg)
+    for run in expand(base):
+        assert canonical(run_spec(cfg, run)) == canonical(run_spec(base, run))
+        assert "init_from" not in run_spec(cfg, run) and init_counterpart(cfg, run) is None
+    lpft = [run for run in expand(cfg) if run.regime == "lpft"]
+    assert len(lpft) == 2
+    for run in lpft:
+        spec, frozen = run_spec(cfg, run), init_counterpart(cfg, run)
+        assert frozen.regime == "frozen" and frozen.pooling == run.pooling and frozen in expand(cfg)
+        assert spec["init_from"] == run_spec(cfg, frozen) and spec["regime"]["init_from"] == "frozen"
+    # the committed results of the default study are still current under today's specs
+    default = load_config(DEFAULT_CONFIG)
+    current, stale = committed_runs(default, expand(default), str(REPO / default["results_dir"]))
+    assert stale == [] and len(current) == len(expand(default))
+

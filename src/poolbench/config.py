@@ -146,6 +146,48 @@ def check(config: dict) -> None:
             if "poolings" in grid:
                 for j, name in enumerate(names):
                     _check_pooling(name, spec["family"], f"{key}.poolings[{j}]", m)
+    _check_init_from(config)
+
+
+def _check_init_from(config: dict) -> None:
+    """``init_from`` (LP-FT): a fine-tuned regime starts its pooling and head from a frozen regime's run.
+
+    The named regime must exist and be of kind frozen, the regime naming it must fine-tune (topk or
+    finetune), and every run of such a regime needs its frozen counterpart among the study's runs.
+    """
+    regimes = config["regimes"]
+    with_init = {name: s["init_from"] for name, s in regimes.items() if "init_from" in s}
+    if not with_init:
+        return
+    for name, source in with_init.items():
+        key = f"regimes.{name}.init_from"
+        if regime_kind(name, regimes[name]) not in ("topk", "finetune"):
+            raise ConfigError(key, f"only a fine-tuned regime (kind topk or finetune) starts from a frozen run; "
+                                   f"{name!r} is of kind {regime_kind(name, regimes[name])!r}")
+        if source not in regimes:
+            raise ConfigError(key, f"unknown regime {source!r}; defined: {sorted(regimes)}")
+        if regime_kind(source, regimes[source]) != "frozen":
+            raise ConfigError(key, f"regime {source!r} is of kind {regime_kind(source, regimes[source])!r}; "
+                                   f"init_from names a regime of kind 'frozen' (the linear probe of LP-FT)")
+    from .paths import RUN
+
+    runs = expand(config)
+    planned = set(runs)
+    for run in runs:
+        counterpart = init_counterpart(config, run)
+        if counterpart is not None and counterpart not in planned:
+            raise ConfigError(f"regimes.{run.regime}.init_from",
+                              f"run {RUN.format(**run.wildcards())} starts from the frozen run "
+                              f"{RUN.format(**counterpart.wildcards())}, which the study does not train; add regime "
+                              f"{counterpart.regime!r} to a study grid with the same dataset, model, truncation, "
+                              f"max_len, pooling and seed")
+
+
+def init_counterpart(config: dict, run: Run) -> Run | None:
+    """The frozen run whose pooling and head ``run`` starts from (its regime's ``init_from``), or None."""
+    source = config["regimes"][run.regime].get("init_from")
+    return None if source is None else Run(run.dataset, run.model, source, run.truncation, run.max_len, run.pooling,
+                                           run.seed)
 
 
 REGIME_KINDS = ("frozen", "topk", "finetune")
@@ -210,10 +252,14 @@ def canonical(obj) -> str:
 
 
 def run_spec(config: dict, run: Run) -> dict:
-    """Everything one run depends on besides its input files, resolved from the config."""
+    """Everything one run depends on besides its input files, resolved from the config.
+
+    A regime with ``init_from`` adds the spec of the frozen run it starts from (``init_from``), so a
+    change to that run's settings reruns this one too; without it, no key is added.
+    """
     from .pooling import POOLINGS
 
-    return {
+    spec = {
         "run": run.wildcards(),
         "family": config["models"][run.model]["family"],
         "model": config["models"][run.model],
@@ -226,6 +272,10 @@ def run_spec(config: dict, run: Run) -> dict:
         "transfer": list(config.get("transfer", {}).get(run.dataset, [])),
         "train_version": TRAIN_VERSION,
     }
+    counterpart = init_counterpart(config, run)
+    if counterpart is not None:
+        spec["init_from"] = run_spec(config, counterpart)
+    return spec
 
 
 def subset_spec(config: dict, dataset: str, split: str) -> dict:
