@@ -263,3 +263,133 @@ def test_topk_matches_the_live_backbone_on_cuda(case, tmp_path):
     np.testing.assert_allclose(fit_topk["epoch_loss"], fit_live["epoch_loss"], atol=1e-5)
     torch.testing.assert_close(torch.as_tensor(predict(topk, cached)), torch.as_tensor(predict(live, live_data)),
                                atol=1e-4, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# LP-FT: a topk run whose regime has init_from starts its pooling and head from the frozen run
+# ---------------------------------------------------------------------------------------------
+
+LPFT_LAYERS, LPFT_K = 3, 1
+
+
+def lpft_config() -> dict:
+    """A study config of one tiny Llama: frozen, topk from the frozen heads (lr 0: no step moves anything)
+    and plain topk (random pooling and head), and the same two with a live backbone (finetune);
+    mean and attention pooling."""
+    head = {"cv_folds": 2, "reference_tolerance": 100.0, "lr_grid": [1e-2], "val_fraction": 0.25}
+    topk = {"kind": "topk", "epochs": 1, "batch_size": 8, "lr": 0.0, "dropout": 0.0, "trainable_layers": LPFT_K}
+    live = {**topk, "kind": "finetune"}
+    return {"study": [{"datasets": ["toy"], "models": ["tiny"],
+                       "regimes": ["frozen", "lpft", "topk", "lpft_live", "live"],
+                       "truncations": ["head"], "max_len": [32], "seeds": [0], "poolings": ["mean", "attention"]}],
+            "models": {"tiny": {"family": "decoder", "source": {"type": "random", "arch": "llama", "tokenizer": "x",
+                                                                "hidden": H, "layers": LPFT_LAYERS, "heads": 4}}},
+            "regimes": {"frozen": {"epochs": 3, "batch_size": 8, "lr": 1e-2, "dropout": 0.0, "head": head},
+                        "lpft": {**topk, "init_from": "frozen"}, "topk": topk,
+                        "lpft_live": {**live, "init_from": "frozen"}, "live": live},
+            "poolings": {"decoder": ["mean", "attention"]}, "cache_layers": 1}
+
+
+@pytest.fixture(scope="module")
+def lpft(tmp_path_factory):
+    """A tiny Llama saved as a model folder, its toy data and feature caches (float32 and float16)."""
+    root = tmp_path_factory.mktemp("lpft")
+    bb, tok = backbone("llama", LPFT_LAYERS), tokenizer(False)
+    bb.save_pretrained(root / "model", safe_serialization=True)
+    tok.save_pretrained(root / "model")
+    datasets, caches = {}, {"float32": {}, "float16": {}}
+    for split, (n, seed) in {"train": (32, 0), "test": (24, 1)}.items():
+        frame = texts(n, seed)
+        datasets[("toy", split)] = root / f"{split}.parquet"
+        frame.to_parquet(datasets[("toy", split)], index=False)
+        for dtype in caches:
+            caches[dtype][("toy", split)] = root / f"cache-{dtype}-{split}"
+            extract(frame, bb, tok, caches[dtype][("toy", split)], truncation="head", max_len=32,
+                    layers=layers_to_cache(1, [LPFT_K]), dtype=dtype)
+    return root, datasets, caches
+
+
+def lpft_run(lpft, regime: str, pooling: str, dtype: str = "float32", init: bool = True):
+    """run_one of one run of :func:`lpft_config` (the spec from run_spec); (metrics, P(positive), weights)."""
+    from poolbench.config import Run, run_spec
+    from poolbench.run import run_one
+
+    root, datasets, caches = lpft
+    cfg = lpft_config()
+    run = Run("toy", "tiny", regime, "head", 32, pooling, 0)
+    out = root / "runs" / dtype / regime / pooling
+    frozen = root / "runs" / dtype / "frozen" / pooling / "model.safetensors"
+    metrics = run_one(spec=run_spec(cfg, run), model_dir=root / "model", datasets=datasets, features=caches[dtype],
+                      metrics_path=out / "metrics.json", predictions_path=out / "predictions.parquet",
+                      weights_path=out / "model.safetensors",
+                      init_weights=frozen if init and "init_from" in cfg["regimes"][regime] else None)
+    return metrics, pd.read_parquet(out / "predictions.parquet")["p_positive"].to_numpy(), out / "model.safetensors"
+
+
+@pytest.mark.parametrize("regimes,pooling,dtype,tolerance", [
+    (("lpft", "topk"), "mean", "float32", 1e-4), (("lpft", "topk"), "attention", "float32", 1e-4),
+    (("lpft", "topk"), "mean", "float16", 5e-3), (("lpft_live", "live"), "attention", "float32", 1e-4)],
+    ids=["topk-mean-fp32", "topk-attention-fp32", "topk-mean-fp16", "finetune-attention-fp32"])
+def test_lpft_with_a_zero_learning_rate_predicts_what_its_frozen_run_predicts(lpft, regimes, pooling, dtype, tolerance):
+    """init_from loads the frozen run's pooling and head (logistic regression for mean, early-stopped SGD
+    for attention); the top layer recomputes the cached final state (topk) or the live backbone computes
+    it (finetune), so with lr 0 the run is the probe."""
+    frozen_metrics, frozen, _ = lpft_run(lpft, "frozen", pooling, dtype)
+    assert frozen_metrics.train["method"] == ("logistic_cv" if pooling == "mean" else "sgd_early_stopping")
+    metrics, lpft_p, _ = lpft_run(lpft, regimes[0], pooling, dtype)
+    np.testing.assert_allclose(lpft_p, frozen, atol=tolerance, rtol=0)
+    assert frozen.std() > 1e-3  # not a degenerate comparison
+    # ... while the same run from a random pooling and head (no init_from) predicts something else
+    _, random_init, _ = lpft_run(lpft, regimes[1], pooling, dtype)
+    assert np.abs(random_init - frozen).max() > 100 * tolerance
+    root = lpft[0]
+    assert metrics.train["init_from"] == {"weights": str(root / "runs" / dtype / "frozen" / pooling / "model.safetensors"),
+                                          "run": f"runs/toy/tiny/frozen/head-32/{pooling}/seed0"}
+    assert metrics.spec["regime"]["init_from"] == "frozen" and metrics.spec["init_from"] == frozen_metrics.spec
+    assert "init_from" not in frozen_metrics.spec and "init_from" not in frozen_metrics.train
+
+
+def test_lpft_loads_only_the_pooling_and_head_and_refuses_other_weights(lpft, tmp_path):
+    import shutil
+
+    from poolbench.config import Run, run_spec
+    from poolbench.run import build, load_init
+
+    root, datasets, caches = lpft
+    lpft_run(lpft, "frozen", "mean")
+    lpft_run(lpft, "frozen", "attention")
+    frozen = lambda pooling: root / "runs" / "float32" / "frozen" / pooling / "model.safetensors"  # noqa: E731
+    cfg = lpft_config()
+    spec = run_spec(cfg, Run("toy", "tiny", "lpft", "head", 32, "attention", 0))
+    frames = {key: pd.read_parquet(path) for key, path in datasets.items()}
+    torch.manual_seed(0)
+    model, _ = build(spec, root / "model", frames, caches["float32"])
+    top = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("top.")}
+    load_init(model, frozen("attention"), spec)
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in top.items())  # the top layer keeps its pretrained values
+    from safetensors.torch import load_file
+
+    saved = load_file(str(frozen("attention")))
+    assert {k for k in after if k.startswith(("pooling.", "head."))} == set(saved)
+    assert all(torch.equal(after[k], v) for k, v in saved.items())
+    # the mean run's weights are not the attention run's counterpart: one sentence naming both
+    with pytest.raises(ValueError, match=r"holds the weights of runs/toy/tiny/frozen/head-32/mean/seed0, not of the "
+                                         r"frozen run runs/toy/tiny/frozen/head-32/attention/seed0 .*differ in pooling"):
+        load_init(model, frozen("mean"), spec)
+    # the right run, made with other settings than this config gives it
+    other = copy.deepcopy(cfg)
+    other["regimes"]["frozen"]["head"]["val_fraction"] = 0.5
+    with pytest.raises(ValueError, match="was made with other settings"):
+        load_init(model, frozen("attention"), run_spec(other, Run("toy", "tiny", "lpft", "head", 32, "attention", 0)))
+    # init_from without weights, and weights without init_from, fail before training
+    with pytest.raises(ValueError, match="starts from the frozen regime 'frozen' .* no weights to start from"):
+        lpft_run(lpft, "lpft", "attention", init=False)
+    shutil.copy(frozen("attention"), tmp_path / "w.safetensors")
+    from poolbench.run import run_one
+
+    with pytest.raises(ValueError, match="has no init_from"):
+        run_one(spec=run_spec(cfg, Run("toy", "tiny", "topk", "head", 32, "attention", 0)), model_dir=root / "model",
+                datasets=datasets, features=caches["float32"], metrics_path=tmp_path / "m.json",
+                predictions_path=tmp_path / "p.parquet", weights_path=tmp_path / "w2.safetensors",
+                init_weights=tmp_path / "w.safetensors")

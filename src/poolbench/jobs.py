@@ -162,6 +162,7 @@ def train(smk) -> None:
     run_one(spec=_spec(smk), model_dir=Path(smk.input.model), datasets=_named(smk.input, "data"),
             features=_named(smk.input, "feat"), metrics_path=Path(smk.output.metrics),
             predictions_path=Path(smk.output.predictions), weights_path=Path(smk.output.weights),
+            init_weights=Path(smk.input.init) if smk.input.get("init") else None,
             git_commit=git_commit(Path(smk.scriptdir)))
 
 

@@ -158,6 +158,55 @@ def load_weights(model: torch.nn.Module, path: Path, spec: dict | None = None) -
                          f"{unexpected[:3]}); rebuild the run's weights")
 
 
+INIT_PARTS = ("pooling.", "head.")  # what a fine-tuned run takes from its frozen counterpart (LP-FT)
+
+
+def load_init(model: torch.nn.Module, path: Path, spec: dict) -> dict:
+    """Start ``model``'s pooling and head from a frozen run's weights (the regime's ``init_from``, LP-FT).
+
+    Only the pooling and head parameters load; trained transformer layers keep their pretrained
+    values. Refuses, in one sentence, weights that are not those of the run's frozen counterpart
+    (same dataset, model, truncation, max_len, pooling and seed, regime ``init_from``) or that were
+    made with other settings than the counterpart's spec (``spec["init_from"]``, when present).
+    Returns what ``metrics.json`` records: the weights' path and the frozen run.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from .config import canonical
+    from .paths import RUN
+
+    run, source = spec["run"], spec["regime"].get("init_from")
+    if source is None:
+        raise ValueError(f"regime {run['regime']!r} has no init_from; there is nothing to start from")
+    expected = {**run, "regime": source}
+    with safe_open(str(path), "pt") as f:
+        saved_spec = json.loads((f.metadata() or {}).get("spec", "{}"))
+    saved = saved_spec.get("run", {})
+    wrong = [key for key in expected if saved.get(key) != expected[key]]
+    if wrong:
+        made_by = RUN.format(**saved) if set(expected) <= set(saved) else "an unknown run"
+        raise ValueError(f"{path} holds the weights of {made_by}, not of the frozen run "
+                         f"{RUN.format(**expected)} that {RUN.format(**run)} starts from "
+                         f"(they differ in {', '.join(wrong)})")
+    if "init_from" in spec and canonical(saved_spec) != canonical(spec["init_from"]):
+        raise ValueError(f"{path} was made with other settings than the frozen run {RUN.format(**expected)} has "
+                         f"in this config; rebuild it (rerun that run) before starting {RUN.format(**run)} from it")
+    state = {k: v for k, v in load_file(str(path)).items() if k.startswith(INIT_PARTS)}
+    wanted = {k for k in model.state_dict() if k.startswith(INIT_PARTS)}
+    if set(state) != wanted:
+        raise ValueError(f"{path} does not fit this run's pooling and head (missing {sorted(wanted - set(state))[:3]}, "
+                         f"unexpected {sorted(set(state) - wanted)[:3]})")
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes differ
+        raise ValueError(f"{path} does not fit this run's pooling and head: {str(exc).splitlines()[-1].strip()}") from None
+    where = Path(path)
+    if where.is_absolute() and where.is_relative_to(Path.cwd()):  # as the rule gives it: from the workdir
+        where = where.relative_to(Path.cwd())
+    return {"weights": str(where), "run": RUN.format(**expected)}
+
+
 def _predict_checked(model, data, what: str) -> np.ndarray:
     prob = predict(model, data)
     if not np.isfinite(prob).all():  # never a silent coin-flip result from NaN scores
@@ -167,13 +216,25 @@ def _predict_checked(model, data, what: str) -> np.ndarray:
 
 
 def run_one(*, spec: dict, model_dir: Path, datasets: dict, features: dict, metrics_path: Path,
-            predictions_path: Path, weights_path: Path, git_commit: str = "unknown") -> RunMetrics:
-    """Train and evaluate one run; ``datasets``/``features``: {(name, split): path}."""
+            predictions_path: Path, weights_path: Path, init_weights: Path | None = None,
+            git_commit: str = "unknown") -> RunMetrics:
+    """Train and evaluate one run; ``datasets``/``features``: {(name, split): path}.
+
+    ``init_weights``: the frozen counterpart's ``model.safetensors`` for a regime with ``init_from``
+    (LP-FT: the pooling and head start from it, see :func:`load_init`); required there, refused elsewhere.
+    """
     wall0, cpu0 = time.perf_counter(), time.process_time()
     run = spec["run"]
+    source = spec["regime"].get("init_from")
+    if source is not None and init_weights is None:
+        raise ValueError(f"regime {run['regime']!r} starts from the frozen regime {source!r} (init_from), "
+                         f"but the run got no weights to start from")
+    if source is None and init_weights is not None:
+        raise ValueError(f"regime {run['regime']!r} has no init_from, but the run got weights to start from")
     torch.manual_seed(run["seed"])
     frames = {key: pd.read_parquet(path) for key, path in datasets.items()}
     model, data = build(spec, Path(model_dir), frames, features)
+    init = load_init(model, Path(init_weights), spec) if source is not None else None
     desc = f"{run['dataset']}/{run['model']}/{run['pooling']}/seed{run['seed']}"
     if spec["kind"] == "frozen":  # heads trained to their optimum: logistic regression or early stopping
         from .heads import HeadConfig, fit_head
@@ -182,6 +243,8 @@ def run_one(*, spec: dict, model_dir: Path, datasets: dict, features: dict, metr
                        HeadConfig.from_dict(spec["regime"].get("head")), run["seed"], desc=desc)
     else:
         fit = train(model, data[(run["dataset"], "train")], train_config(spec), run["seed"], desc=desc)
+        if init is not None:
+            fit["init_from"] = init
 
     test_key = (run["dataset"], "test")
     t0 = time.perf_counter()
