@@ -141,3 +141,55 @@ def test_init_from_adds_the_frozen_runs_spec_to_its_runs_only():
     current, stale = committed_runs(default, expand(default), str(REPO / default["results_dir"]))
     assert stale == [] and len(current) == len(expand(default))
 
+
+def train_jobs(output: str) -> dict[tuple[str, str], list[str]]:
+    """{(regime, pooling): input paths} of the train jobs of a dry run's listing."""
+    jobs = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        if re.match(r"(?:local)?rule train:", block):
+            wc = dict(kv.split("=", 1) for kv in re.search(r"^\s+wildcards: (.*)$", block, re.M).group(1).split(", "))
+            found = re.search(r"^\s+input: (.*)$", block, re.M)
+            jobs[wc["regime"], wc["pooling"]] = found.group(1).split(", ") if found else []
+    return jobs
+
+
+def test_a_run_with_init_from_takes_its_frozen_runs_weights_and_a_fresh_clone_trains_nothing(tmp_path):
+    import json
+
+    from poolbench.config import run_spec
+    from poolbench.paths import WEIGHTS, run_dir
+
+    cfg = with_lpft(load_config(MINI))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    work = tmp_path / "work"
+    # 1. nothing built: each lpft run waits for its frozen run's weights; no other run takes weights
+    proc = run_snakemake(work, "--dry-run", "--cores", "1", configfile=path)
+    jobs = train_jobs(proc.stdout + proc.stderr)
+    weights = lambda regime, pooling: f"{cfg['resources_dir']}/" + WEIGHTS.format(  # noqa: E731
+        dataset="imdb", model="random-bert", regime=regime, truncation="head", max_len=64, pooling=pooling, seed=0)
+    for pooling in ("mean", "attention"):
+        assert weights("frozen", pooling) in jobs["lpft", pooling]
+        assert weights("frozen", pooling) not in jobs["frozen", pooling]
+    assert sum("weights/" in p for inputs in jobs.values() for p in inputs) == 2
+    # 2. a fresh clone: every result committed and current, no resources: nothing trains
+    for run in expand(cfg):
+        folder = run_dir(work / cfg["results_dir"], **run.wildcards())
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"spec": run_spec(cfg, run)}))
+        (folder / "predictions.parquet").write_bytes(b"")
+    proc = run_snakemake(work, "--dry-run", "--cores", "1", configfile=path)
+    assert not rules(planned(proc.stdout + proc.stderr)) & {"download_wheel", "tokenizer", "model", "imdb_subset",
+                                                              "features", "train", "evaluate"}
+    # ... and rerunning a frozen run retrains that run only, not the lpft run that starts from it
+    frozen_metrics = run_dir(cfg["results_dir"], "imdb", "random-bert", "frozen", "head", 64, "mean", 0) / "metrics.json"
+    proc = run_snakemake(work, "--dry-run", "--cores", "1", "--forcerun", str(frozen_metrics), configfile=path)
+    assert set(train_jobs(proc.stdout + proc.stderr)) == {("frozen", "mean")}
+    # 3. ... except an lpft run whose results are gone: it and its frozen run (whose weights it needs,
+    # with all of that run's inputs) train, nothing else does
+    (run_dir(work / cfg["results_dir"], "imdb", "random-bert", "lpft", "head", 64, "mean", 0) / "metrics.json").unlink()
+    proc = run_snakemake(work, "--dry-run", "--cores", "1", configfile=path)
+    jobs = train_jobs(proc.stdout + proc.stderr)
+    assert set(jobs) == {("lpft", "mean"), ("frozen", "mean")}
+    assert weights("frozen", "mean") in jobs["lpft", "mean"]
+    assert f"{cfg['resources_dir']}/features/imdb/random-bert/head-64/train" in jobs["frozen", "mean"]

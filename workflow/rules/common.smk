@@ -1,11 +1,12 @@
 # Shared by all rule files (config checks, the list of runs, path helpers and input functions).
 # Rule files hold rules only; every function they use lives here.
+import functools
 import os
 from pathlib import Path
 
 from poolbench import paths
-from poolbench.config import (ConfigError, cache_spec, canonical, check, expand, reads_cache, regime_kind, run_spec,
-                              committed_runs, subset_spec)
+from poolbench.config import (ConfigError, cache_spec, canonical, check, expand, init_counterpart, reads_cache,
+                              regime_kind, run_spec, committed_runs, subset_spec)
 from poolbench.data import resolve_data_dir
 
 try:
@@ -194,25 +195,43 @@ def asked_for(run):
     return any(folder in name for name in names)
 
 
-def resource_inputs(run, inputs):
+@functools.cache
+def init_sources():
+    """Frozen runs whose weights a run that will train starts from (init_from, LP-FT): its results are
+    not current, or the command line asks for it."""
+    return {init_counterpart(config, run) for run in RUNS
+            if init_counterpart(config, run) is not None and (run not in CURRENT or asked_for(run))}
+
+
+def resource_inputs(run, inputs, retrains=False):
     """A run's inputs from resources/, as Snakemake should see them.
 
     ancient(): a cache or data subset built later (say, for a new pooling) never retrains a run by
     its date; what a run depends on is in its spec param. A run whose committed results are current
     and whose inputs were never built here (a fresh clone) gets none of them, so building them for
     other runs does not pull it in either; name it on the command line to rebuild it (its weights,
-    say: `snakemake --cores all resources/weights/<run>/model.safetensors`).
+    say: `snakemake --cores all resources/weights/<run>/model.safetensors`). ``retrains``: the run's
+    job will run anyway (a frozen run whose missing weights another run starts from), so it gets
+    all of its inputs.
     """
-    if run in CURRENT and not asked_for(run):
+    if run in CURRENT and not asked_for(run) and not retrains:
         inputs = {key: path for key, path in inputs.items() if Path(path).exists()}
     return {key: ancient(path) for key, path in inputs.items()}
 
 
 def train_inputs(wc):
+    """A run's model and data; for a regime with init_from (LP-FT), also its frozen counterpart's weights."""
+    run = the_run(wc)
     inputs = {"model": S(paths.MODEL, model=wc.model)}
     for split in ("train", "test"):
         inputs.update(split_inputs(wc.dataset, split, wc))
-    return resource_inputs(the_run(wc), inputs)
+    counterpart = init_counterpart(config, run)
+    if counterpart is not None:
+        inputs["init"] = S(paths.WEIGHTS, **counterpart.wildcards())
+    # A frozen run whose weights a run that will train starts from, and which were never built here
+    # (a fresh clone), retrains to rebuild them.
+    retrains = run in init_sources() and not Path(S(paths.WEIGHTS, **wc)).exists()
+    return resource_inputs(run, inputs, retrains)
 
 
 def evaluate_inputs(wc):
