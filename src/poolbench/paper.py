@@ -94,8 +94,9 @@ def _mcnemar(row) -> str:
     return " / ".join(pvalue(row[c]) for c in cols)
 
 
-def _table(caption: str, label: str, columns: str, header: str, body: list[str]) -> str:
-    return "\n".join([r"\begin{table}[t]", r"\centering\small\setlength{\tabcolsep}{4pt}", rf"\caption{{{caption}}}",
+def _table(caption: str, label: str, columns: str, header: str, body: list[str], size: str = r"\small") -> str:
+    """A booktabs table float; ``size``: the font size command (a long table fits a page in a smaller one)."""
+    return "\n".join([r"\begin{table}[t]", rf"\centering{size}\setlength{{\tabcolsep}}{{4pt}}", rf"\caption{{{caption}}}",
                       rf"\label{{{label}}}", rf"\begin{{tabular}}{{{columns}}}", r"\toprule", header + r" \\",
                       r"\midrule", *body, r"\bottomrule", r"\end{tabular}", r"\end{table}"]) + "\n"
 
@@ -164,7 +165,8 @@ def probe_table(cells: pd.DataFrame, comps: pd.DataFrame, caption: str, label: s
             acc = {c["position"]: c["accuracy"] for c in rows if c["baseline"] == name}
             vals = [pct(acc[p]) if p in acc else "--" for p in ("start", "middle", "end")]
             body.append(tex_escape(BASELINE_NAMES.get(name, name)) + " & " + " & ".join(vals) + r" & -- & \\")
-    return _table(caption, label, "lrrrrr", r"pooling & start & middle & end & end $-$ start & Holm $p$", body)
+    size = r"\small" if len(body) <= 40 else r"\scriptsize"  # every regime of a study in one page-high float
+    return _table(caption, label, "lrrrrr", r"pooling & start & middle & end & end $-$ start & Holm $p$", body, size)
 
 
 def superlatives_table(comps: pd.DataFrame, caption: str, label: str) -> str:
