@@ -133,12 +133,17 @@ def save_weights(model: torch.nn.Module, path: Path, spec: dict) -> None:
     atomic_write(path, lambda p: save_file(state, str(p), metadata={"spec": canonical(spec)}))
 
 
-def check_weights(path: Path, spec: dict) -> None:
-    """Refuse weights that another run (model, pooling or regime) made: their spec is in the file."""
+def saved_spec(path: Path) -> dict:
+    """The spec of the run that wrote a weights file (its safetensors metadata; {} when absent)."""
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
-        saved = json.loads((f.metadata() or {}).get("spec", "{}")).get("run", {})
+        return json.loads((f.metadata() or {}).get("spec", "{}"))
+
+
+def check_weights(path: Path, spec: dict) -> None:
+    """Refuse weights that another run (model, pooling or regime) made: their spec is in the file."""
+    saved = saved_spec(path).get("run", {})
     for key in ("model", "pooling", "regime"):
         if saved.get(key) != spec["run"][key]:
             raise ValueError(f"{path} holds weights of a {key} {saved.get(key)!r} run, not {spec['run'][key]!r}")
@@ -170,7 +175,6 @@ def load_init(model: torch.nn.Module, path: Path, spec: dict) -> dict:
     made with other settings than the counterpart's spec (``spec["init_from"]``, when present).
     Returns what ``metrics.json`` records: the weights' path and the frozen run.
     """
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from .config import canonical
@@ -180,16 +184,15 @@ def load_init(model: torch.nn.Module, path: Path, spec: dict) -> dict:
     if source is None:
         raise ValueError(f"regime {run['regime']!r} has no init_from; there is nothing to start from")
     expected = {**run, "regime": source}
-    with safe_open(str(path), "pt") as f:
-        saved_spec = json.loads((f.metadata() or {}).get("spec", "{}"))
-    saved = saved_spec.get("run", {})
+    made_with = saved_spec(path)
+    saved = made_with.get("run", {})
     wrong = [key for key in expected if saved.get(key) != expected[key]]
     if wrong:
         made_by = RUN.format(**saved) if set(expected) <= set(saved) else "an unknown run"
         raise ValueError(f"{path} holds the weights of {made_by}, not of the frozen run "
                          f"{RUN.format(**expected)} that {RUN.format(**run)} starts from "
                          f"(they differ in {', '.join(wrong)})")
-    if "init_from" in spec and canonical(saved_spec) != canonical(spec["init_from"]):
+    if "init_from" in spec and canonical(made_with) != canonical(spec["init_from"]):
         raise ValueError(f"{path} was made with other settings than the frozen run {RUN.format(**expected)} has "
                          f"in this config; rebuild it (rerun that run) before starting {RUN.format(**run)} from it")
     state = {k: v for k, v in load_file(str(path)).items() if k.startswith(INIT_PARTS)}
