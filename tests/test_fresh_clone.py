@@ -27,6 +27,60 @@ def test_snakemake_on_a_fresh_clone_trains_nothing(clone):
     assert not rules(dry(clone)) & EXPENSIVE
 
 
+def dry_with(clone: Path, tmp_path: Path, edit) -> list[tuple[str, dict]]:
+    """A dry run on the fresh clone with the default config edited by ``edit(cfg)``."""
+    import yaml
+
+    cfg = load_config(clone / "workflow" / "config" / "default.yaml")
+    edit(cfg)
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return dry(clone, "--configfile", str(path))
+
+
+def trained(jobs) -> list[dict]:
+    return [wc for rule, wc in jobs if rule == "train"]
+
+
+def test_a_changed_learning_rate_reruns_exactly_its_runs_on_a_fresh_clone(clone, tmp_path):
+    # Snakemake's own records (.snakemake/) are not in a clone: the spec files carry the change.
+    jobs = dry_with(clone, tmp_path, lambda cfg: cfg["regimes"]["topk"].update(lr=cfg["regimes"]["topk"]["lr"] * 2))
+    cfg = load_config(clone / "workflow" / "config" / "default.yaml")
+    topk = {tuple(run.wildcards().values()) for run in expand(cfg) if run.regime == "topk"}
+    runs = {(wc["dataset"], wc["model"], wc["regime"], wc["truncation"], int(wc["max_len"]), wc["pooling"],
+             int(wc["seed"])) for wc in trained(jobs)}
+    # the topk runs, plus (to rebuild its weights) the frozen run the verdict-attention analysis compares them with
+    assert topk <= runs and {r[2] for r in runs - topk} <= {"frozen"} and len(runs - topk) <= 1
+    evaluated = {wc["regime"] for rule, wc in jobs if rule == "evaluate"}
+    assert evaluated == {"topk"}
+
+
+def test_a_setting_no_job_reads_reruns_nothing_on_a_fresh_clone(clone, tmp_path):
+    def edit(cfg):
+        cfg["transfer"]["imdb"] = [name for name in cfg["transfer"]["imdb"] if name != "naturaltail"]
+        cfg["regimes"]["frozen"]["lr"] *= 10  # head.lr_grid replaces it
+        cfg["regimes"]["frozen"]["dropout"] = 0.3  # logistic heads read no dropout; learned ones do
+
+    jobs = dry_with(clone, tmp_path, edit)
+    # the learned poolings, and the LP-FT runs that start from them (their spec holds the frozen run's)
+    assert {wc["pooling"] for wc in trained(jobs)} == {"attention", "hierarchical"}
+    assert {wc["regime"] for wc in trained(jobs)} == {"frozen", "lpft"}
+    jobs = dry_with(clone, tmp_path, lambda cfg: cfg["transfer"].update(imdb=["tailprobe"]))
+    assert not rules(jobs) & EXPENSIVE
+
+
+def test_a_poolings_version_bump_reruns_exactly_its_runs_on_a_fresh_clone(clone, tmp_path):
+    import sys
+
+    (tmp_path / "sitecustomize.py").write_text("from poolbench.pooling import POOLINGS\nPOOLINGS['max'].version += 1\n")
+    env = {"PYTHONPATH": f"{tmp_path}:{':'.join(sys.path)}"}
+    proc = run_snakemake(clone, "--dry-run", "--cores", "2", configfile=None, snakefile=clone / "Snakefile", env=env)
+    jobs = planned(proc.stdout + proc.stderr)
+    cfg = load_config(clone / "workflow" / "config" / "default.yaml")
+    assert len(trained(jobs)) == sum(run.pooling == "max" for run in expand(cfg)) > 0
+    assert {wc["pooling"] for rule, wc in jobs if rule in ("train", "evaluate")} == {"max"}
+
+
 def test_regenerating_the_summaries_trains_nothing_and_reproduces_them(clone):
     # The README's command: recompute every summary, figure, table and paper number.
     assert not rules(dry(clone, "--forcerun", "aggregate")) & EXPENSIVE

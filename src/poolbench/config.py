@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from .pooling import POOLINGS, applicable
 
@@ -206,15 +208,36 @@ def reads_cache(kind: str) -> bool:
     return kind in ("frozen", "topk")
 
 
+# The feature cache's storage: what a run reading it depends on besides the states it reads.
+CACHE_DTYPE = "float16"
+MAX_BATCH_TOKENS = 8192
+
+
 def cache_spec(config: dict, model: str) -> dict:
     """The feature cache of one model: enough final states for every cached regime that uses it."""
-    from .topk import layers_to_cache, resolve_trainable_layers
+    from .topk import layers_to_cache
 
-    ks = {resolve_trainable_layers(config["regimes"][regime].get("trainable_layers", 0), model)
-          for grid in config["study"] if model in grid["models"] for regime in grid["regimes"]
+    ks = {trained_layers(config, Run("", model, regime, "", 0, "", 0)) for grid in config["study"]
+          if model in grid["models"] for regime in grid["regimes"]
           if regime_kind(regime, config["regimes"][regime]) == "topk"}
-    return {"layers": layers_to_cache(config.get("cache_layers", 4), sorted(ks)), "dtype": "float16",
-            "max_batch_tokens": 8192}
+    return {"layers": layers_to_cache(config.get("cache_layers", 4), sorted(ks)), "dtype": CACHE_DTYPE,
+            "max_batch_tokens": MAX_BATCH_TOKENS}
+
+
+def trained_layers(config: dict, run: Run) -> int:
+    """How many transformer layers a run trains: 0 (frozen), k (topk), every layer for ``all``."""
+    from .topk import resolve_trainable_layers
+
+    regime = config["regimes"][run.regime]
+    if regime_kind(run.regime, regime) == "frozen":
+        return 0
+    k = resolve_trainable_layers(regime.get("trainable_layers", 0), run.model)
+    if k == "all":
+        layers = model_layers(config["models"][run.model])
+        if layers is None:
+            raise ConfigError(f"models.{run.model}.layers", "needed to resolve trainable_layers: all")
+        return int(layers)
+    return int(k)
 
 
 def _check_pooling(name: str, family: str, key: str, model: str | None = None) -> None:
@@ -251,31 +274,105 @@ def canonical(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def run_spec(config: dict, run: Run) -> dict:
-    """Everything one run depends on besides its input files, resolved from the config.
+def regime_settings(config: dict, run: Run) -> dict:
+    """The settings of a run's regime that its job reads, with the code's defaults filled in.
 
-    A regime with ``init_from`` adds the spec of the frozen run it starts from (``init_from``), so a
-    change to that run's settings reruns this one too; without it, no key is added.
+    The defaults live once, in :class:`poolbench.train.TrainConfig` and :class:`poolbench.heads.HeadConfig`;
+    here they are resolved into the spec, so changing a default reruns what it changes. A frozen run reads
+    the head settings of its path (logistic regression for a fixed pooling; for a learned one, early-stopped
+    training over ``head.lr_grid``, which replaces the regime's ``lr``); a fine-tuned run reads every training
+    setting, with ``trainable_layers`` resolved for its model.
+    """
+    from dataclasses import asdict, fields
+
+    from .heads import LEARNED_HEAD_SETTINGS, LEARNED_TRAIN_SETTINGS, LOGISTIC_HEAD_SETTINGS, HeadConfig
+    from .pooling import learned
+    from .train import TrainConfig
+
+    regime = config["regimes"][run.regime]
+    defaults = TrainConfig()
+    train = {f.name: regime.get(f.name, getattr(defaults, f.name)) for f in fields(TrainConfig) if f.name != "options"}
+    if regime_kind(run.regime, regime) == "frozen":
+        head = asdict(HeadConfig.from_dict(regime.get("head")))
+        family = config["models"][run.model]["family"]
+        options = config.get("pooling_options", {}).get(run.pooling, {})
+        if learned(run.pooling, family, config.get("cache_layers", 4), options):
+            return {**{k: train[k] for k in LEARNED_TRAIN_SETTINGS},
+                    "head": {k: head[k] for k in LEARNED_HEAD_SETTINGS}}
+        return {"head": {k: head[k] for k in LOGISTIC_HEAD_SETTINGS}}
+    from .topk import resolve_trainable_layers
+
+    train["trainable_layers"] = resolve_trainable_layers(regime.get("trainable_layers", 0), run.model)
+    if "init_from" in regime:
+        train["init_from"] = regime["init_from"]
+    return train
+
+
+def run_cache_spec(config: dict, run: Run) -> dict:
+    """The cached states a run reads (frozen: the last ``cache_layers``; topk: also the entry state of its
+    trained layers) and how they are stored; other runs of the model may need more layers of the same cache."""
+    from .topk import layers_to_cache
+
+    ks = [trained_layers(config, run)] if regime_kind(run.regime, config["regimes"][run.regime]) == "topk" else []
+    return {"layers": layers_to_cache(config.get("cache_layers", 4), ks), "dtype": CACHE_DTYPE,
+            "max_batch_tokens": MAX_BATCH_TOKENS}
+
+
+def run_spec(config: dict, run: Run) -> dict:
+    """Everything one run reads besides its input files, resolved from the config and the code's defaults.
+
+    Only what the run's job reads is here: the evaluation sets it is later scored on (``transfer``) are not
+    (each evaluation has its own spec, :func:`evaluation_spec`). A regime with ``init_from`` adds the spec of
+    the frozen run it starts from (``init_from``), so a change to that run's settings reruns this one too.
     """
     from .pooling import POOLINGS
 
+    kind = regime_kind(run.regime, config["regimes"][run.regime])
     spec = {
         "run": run.wildcards(),
         "family": config["models"][run.model]["family"],
         "model": config["models"][run.model],
-        "kind": regime_kind(run.regime, config["regimes"][run.regime]),
-        "regime": config["regimes"][run.regime],
-        "cache": cache_spec(config, run.model),
+        "kind": kind,
+        "regime": regime_settings(config, run),
+        "trained_layers": trained_layers(config, run),
         "pooling": {"name": run.pooling, "version": POOLINGS[run.pooling].version,
                     "options": config.get("pooling_options", {}).get(run.pooling, {})},
         "cache_layers": config.get("cache_layers", 4),
-        "transfer": list(config.get("transfer", {}).get(run.dataset, [])),
+        "data": {split: dataset_spec(config, run.dataset, split) for split in ("train", "test")},
         "train_version": TRAIN_VERSION,
     }
+    if reads_cache(kind):
+        spec["cache"] = run_cache_spec(config, run)
     counterpart = init_counterpart(config, run)
     if counterpart is not None:
         spec["init_from"] = run_spec(config, counterpart)
     return spec
+
+
+def dataset_version(name: str) -> int | None:
+    """The code version of a generated dataset (bumped when its builder changes what it makes)."""
+    if name == "tailprobe":
+        from . import tailprobe
+
+        return tailprobe.VERSION
+    if name == "naturaltail":
+        from . import naturaltail
+
+        return naturaltail.VERSION
+    return None
+
+
+def dataset_spec(config: dict, name: str, split: str) -> dict:
+    """What one split of a dataset depends on: an IMDB subset's size and seed; a generated set's settings
+    and code version."""
+    if name == "imdb":
+        return subset_spec(config, name, split)
+    return {"settings": config["datasets"][name], "version": dataset_version(name)}
+
+
+def evaluation_spec(config: dict, run: Run, evalset: str) -> dict:
+    """What scoring a trained run on a further evaluation set reads: the run and the set's test split."""
+    return {"run": run_spec(config, run), "evalset": {"name": evalset, **dataset_spec(config, evalset, "test")}}
 
 
 def subset_spec(config: dict, dataset: str, split: str) -> dict:
@@ -284,21 +381,50 @@ def subset_spec(config: dict, dataset: str, split: str) -> dict:
     return {"size": spec[f"{split}_size"], "seed": spec["seed"] + (0 if split == "train" else 1)}
 
 
-def committed_runs(config: dict, runs: list[Run], results_dir: str) -> tuple[set[Run], list[Run]]:
-    """(runs whose committed results are current, runs whose recorded spec differs from the config).
+# --------------------------------------------------------------------------------------------
+# Reruns that are exact on a fresh clone too. Snakemake's params trigger compares a job's settings
+# with its own records in .snakemake/, which a fresh clone lacks. So every job with committed outputs
+# (train, evaluate) reads its spec from a small file, a rule input (a "stamp"), whose mtime says whether
+# the committed outputs were made with it: the epoch when they were (nothing to do), now when not
+# (Snakemake's mtime trigger reruns the job). The comparison is with the spec each output records.
+# --------------------------------------------------------------------------------------------
 
-    A run counts as current when its ``metrics.json`` exists and records today's spec, or records
-    none (made before specs were recorded: there is nothing to compare).
-    """
-    from .paths import run_dir
+SPEC_METADATA = b"poolbench.spec"  # key of a transfer parquet's schema metadata: the evaluation spec
 
-    current, stale = set(), []
-    for run in runs:
-        path = run_dir(results_dir, **run.wildcards()) / "metrics.json"
-        if path.is_file():
-            recorded = json.loads(path.read_text()).get("spec")
-            if recorded is None or canonical(recorded) == canonical(run_spec(config, run)):
-                current.add(run)
-            else:
-                stale.append(run)
-    return current, stale
+
+def recorded_run_spec(metrics_path: str | Path) -> dict | None:
+    """The spec a committed run recorded in its metrics.json, or None when there is no such file."""
+    path = Path(metrics_path)
+    return json.loads(path.read_text()).get("spec") if path.is_file() else None
+
+
+def recorded_evaluation_spec(parquet_path: str | Path) -> dict | None:
+    """The evaluation spec a transfer parquet recorded in its schema metadata, or None (none recorded)."""
+    import pyarrow.parquet as pq
+
+    path = Path(parquet_path)
+    if not path.is_file():
+        return None
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta[SPEC_METADATA]) if SPEC_METADATA in meta else None
+
+
+def stamp(path: str | Path, spec: dict, current: bool) -> bool:
+    """Write ``spec`` to ``path`` (only when its content differs) and date it: the epoch when ``current``
+    (the outputs it feeds were made with it), now otherwise. Returns ``current``."""
+    path = Path(path)
+    text = canonical(spec)
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    if current:
+        os.utime(path, (0, 0))
+    elif path.stat().st_mtime == 0:
+        os.utime(path)
+    return current
+
+
+def read_stamp(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -70,6 +70,14 @@ class HeadConfig:
         return cls(**d)
 
 
+# What each path of the frozen regime reads (poolbench.config.regime_settings puts exactly these in a
+# run's spec): logistic regression for a fixed pooling; early-stopped training over lr_grid for a learned
+# one, which also reads these TrainConfig settings (its lr comes from lr_grid).
+LOGISTIC_HEAD_SETTINGS = ("cv_folds", "c_grid", "max_iter", "tol", "reference_tolerance", "batch_size")
+LEARNED_HEAD_SETTINGS = ("val_fraction", "lr_grid", "patience")
+LEARNED_TRAIN_SETTINGS = ("epochs", "batch_size", "weight_decay", "dropout", "warmup_ratio", "precision")
+
+
 def is_fixed(pooling: nn.Module) -> bool:
     """True when no parameter of ``pooling`` trains (BERT's pooler counts once frozen)."""
     return not any(p.requires_grad for p in pooling.parameters())

@@ -53,8 +53,16 @@ def write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text))
 
 
-def write_parquet(path: str | Path, table) -> Path:
-    return atomic_write(path, lambda p: table.to_parquet(p, index=False))
+def write_parquet(path: str | Path, table, metadata: dict[bytes, bytes] | None = None) -> Path:
+    """``table`` (a DataFrame) as parquet; ``metadata`` is added to the file's schema metadata."""
+    if not metadata:
+        return atomic_write(path, lambda p: table.to_parquet(p, index=False))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **metadata})
+    return atomic_write(path, lambda p: pq.write_table(arrow, p))
 
 
 def write_csv(path: str | Path, table, **kw) -> Path:

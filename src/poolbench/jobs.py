@@ -37,6 +37,11 @@ def _threads(smk) -> None:
 
 
 def _spec(smk) -> dict:
+    """The job's settings: its spec file (a rule input, for jobs with committed outputs), else ``params.spec``."""
+    if smk.input.get("spec"):
+        from .config import read_stamp
+
+        return read_stamp(smk.input.spec)
     return json.loads(smk.params.spec)
 
 

@@ -20,6 +20,9 @@ MODEL = "models/{model}"
 DATASET = "data/{dataset}/{split}.parquet"
 FEATURES = "features/{dataset}/{model}/{truncation}-{max_len}/{split}"
 WEIGHTS = f"weights/{RUN}/model.safetensors"  # pooling, head and trained layers of a run
+# the spec a run's (an evaluation's) job reads, dated by whether the committed outputs were made with it
+SPEC = f"specs/{RUN}/train.json"
+EVAL_SPEC = f"specs/{RUN}/evaluate-{{evalset}}.json"
 
 
 def run_dir(results_dir: str | Path, dataset: str, model: str, regime: str, truncation: str, max_len: int,

@@ -27,6 +27,8 @@ Adding a strategy is one decorated class::
 from __future__ import annotations
 
 import copy
+import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -196,6 +198,22 @@ def applicable(name: str, family: str) -> bool:
 def build_pooling(name: str, ctx: PoolingContext) -> Pooling:
     """Instantiate the registered pooling ``name``; ValueError if unknown or not applicable to ``ctx``."""
     return _lookup(name)(ctx)
+
+
+@functools.cache
+def _learned(name: str, family: str, num_layers: int, options: str) -> bool:
+    ctx = PoolingContext(hidden_size=8, num_layers=num_layers, family=family, freeze_pretrained=True,
+                         options=json.loads(options))
+    return any(p.requires_grad for p in build_pooling(name, ctx).parameters())
+
+
+def learned(name: str, family: str, num_layers: int = 4, options: dict | None = None) -> bool:
+    """Whether pooling ``name`` has parameters of its own that train when only the pooling and the head
+    train (the frozen regime): attention and hierarchical do; cls, mean, ... and BERT's frozen pooler
+    do not. Decided by building it once on a tiny context, so a new pooling needs no flag."""
+    if _lookup(name).needs_pooler:  # a pretrained pooler, frozen when the backbone is
+        return False
+    return _learned(name, family, num_layers, json.dumps(options or {}, sort_keys=True))
 
 
 class ClassifierHead(nn.Module):

@@ -268,13 +268,20 @@ def run_one(*, spec: dict, model_dir: Path, datasets: dict, features: dict, metr
 
 def evaluate_one(*, spec: dict, model_dir: Path, weights: Path, dataset: Path, features: Path | None,
                  evalset: str, out: Path) -> pd.DataFrame:
-    """Score a trained run on the test split of ``evalset`` (no training); write its predictions."""
+    """Score a trained run on the test split of ``evalset`` (no training); write its predictions.
+
+    ``spec``: the evaluation's spec (:func:`poolbench.config.evaluation_spec`: the run's spec under ``run``);
+    the file records it in its schema metadata, which is what tells a later invocation that it is current.
+    """
+    from .config import SPEC_METADATA, canonical
+
+    run_spec = spec["run"]
     frames = {(evalset, "test"): pd.read_parquet(dataset)}
-    model, data = build(spec, Path(model_dir), frames, {(evalset, "test"): features} if features else {})
-    load_weights(model, Path(weights), spec)
-    prob = _predict_checked(model, data[(evalset, "test")], f"{spec['run']} on {evalset}")
+    model, data = build(run_spec, Path(model_dir), frames, {(evalset, "test"): features} if features else {})
+    load_weights(model, Path(weights), run_spec)
+    prob = _predict_checked(model, data[(evalset, "test")], f"{run_spec['run']} on {evalset}")
     table = predictions_table(frames[(evalset, "test")], prob)
-    write_parquet(out, table)
+    write_parquet(out, table, metadata={SPEC_METADATA: canonical(spec).encode()})
     return table
 
 

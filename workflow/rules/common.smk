@@ -5,8 +5,9 @@ import os
 from pathlib import Path
 
 from poolbench import paths
-from poolbench.config import (ConfigError, cache_spec, canonical, check, expand, init_counterpart, reads_cache,
-                              regime_kind, run_spec, committed_runs, subset_spec)
+from poolbench.config import (ConfigError, cache_spec, canonical, check, dataset_spec, evaluation_spec, expand,
+                              init_counterpart, reads_cache, recorded_evaluation_spec, recorded_run_spec, regime_kind,
+                              run_spec, stamp, subset_spec)
 from poolbench.data import resolve_data_dir
 
 try:
@@ -86,28 +87,20 @@ def the_run(wc):
     return RUN_BY_KEY[key]
 
 
-def spec_of_run(wc):
-    return canonical(run_spec(config, the_run(wc)))
-
-
 def spec_of_model(wc):
     return canonical(config["models"][wc.model])
 
 
 def spec_of_subset(wc):
-    return canonical(subset_spec(config, "imdb", wc.split))
+    return canonical(dataset_spec(config, "imdb", wc.split))
 
 
 def spec_of_probe(wc):
-    from poolbench import tailprobe
-
-    return canonical({"settings": config["datasets"]["tailprobe"], "version": tailprobe.VERSION})
+    return canonical(dataset_spec(config, "tailprobe", "test"))
 
 
 def spec_of_natural(wc):
-    from poolbench import naturaltail
-
-    return canonical({"settings": config["datasets"]["naturaltail"], "version": naturaltail.VERSION})
+    return canonical(dataset_spec(config, "naturaltail", "test"))
 
 
 def spec_of_features(wc):
@@ -231,14 +224,16 @@ def train_inputs(wc):
     # A frozen run whose weights a run that will train starts from, and which were never built here
     # (a fresh clone), retrains to rebuild them.
     retrains = run in init_sources() and not Path(S(paths.WEIGHTS, **wc)).exists()
-    return resource_inputs(run, inputs, retrains)
+    return {**resource_inputs(run, inputs, retrains), "spec": S(paths.SPEC, **wc)}
 
 
 def evaluate_inputs(wc):
     inputs = {"model": S(paths.MODEL, model=wc.model), "weights": S(paths.WEIGHTS, **wc)}
     inputs.update(split_inputs(wc.evalset, "test", wc))
-    done = Path(R(paths.TRANSFER, **wc)).exists()
-    return resource_inputs(the_run(wc), inputs) if done else {key: ancient(p) for key, p in inputs.items()}
+    spec = {"spec": S(paths.EVAL_SPEC, **wc)}
+    if (the_run(wc), wc.evalset) in CURRENT_EVALUATIONS:
+        return {**resource_inputs(the_run(wc), inputs), **spec}
+    return {**{key: ancient(p) for key, p in inputs.items()}, **spec}
 
 
 def run_outputs(run):
@@ -337,8 +332,24 @@ def all_targets():
             *probe_reports(), *natural_reports(), *attention_targets(), *paper_files()]
 
 
-CURRENT, STALE = committed_runs(config, RUNS, RESULTS)
-if STALE:  # Snakemake's own records (.snakemake/) catch these where it ran them; a fresh clone has none
-    print(f"poolbench: warning: {len(STALE)} committed run(s) were made with settings other than the config's, "
-          f"e.g. {R(paths.RUN, **STALE[0].wildcards())}; they rerun when their inputs are rebuilt, or now with "
-          f"--forcerun on their metrics.json", file=sys.stderr)
+def date_specs():
+    """Write each train and evaluate job's spec file, dated by whether its committed outputs were made with
+    it (poolbench.config.stamp): a changed setting reruns exactly its jobs, in a fresh clone too. Returns the
+    current runs and the current (run, evaluation set) pairs."""
+    runs, evaluations = set(), set()
+    for run in RUNS:
+        wc = run.wildcards()
+        spec = run_spec(config, run)
+        made = recorded_run_spec(R(paths.METRICS, **wc))
+        done = made is not None and canonical(made) == canonical(spec) and Path(R(paths.PREDICTIONS, **wc)).is_file()
+        if stamp(S(paths.SPEC, **wc), spec, done):
+            runs.add(run)
+        for name in transfer_sets(run.dataset):
+            spec = evaluation_spec(config, run, name)
+            made = recorded_evaluation_spec(R(paths.TRANSFER, evalset=name, **wc))
+            if stamp(S(paths.EVAL_SPEC, evalset=name, **wc), spec, made is not None and canonical(made) == canonical(spec)):
+                evaluations.add((run, name))
+    return runs, evaluations
+
+
+CURRENT, CURRENT_EVALUATIONS = date_specs()

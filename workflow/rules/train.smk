@@ -1,18 +1,19 @@
 # One job per run (dataset, model, regime, truncation, max_len, pooling, seed), and one evaluation
-# job per run and further evaluation set (`transfer` in the config).
+# job per run and further evaluation set (`transfer` in the config). Each reads its settings from its
+# spec file (input `spec`, written by common.smk's date_specs). The committed outputs are update():
+# Snakemake keeps them until the job replaces them (each is written atomically) and restores them if
+# the job fails, so a failed rerun loses nothing.
 
 
 rule train:
     input:
         unpack(train_inputs),
     output:
-        metrics=R(paths.METRICS),
-        predictions=R(paths.PREDICTIONS),
+        metrics=update(R(paths.METRICS)),
+        predictions=update(R(paths.PREDICTIONS)),
         weights=S(paths.WEIGHTS),
     log:
         S(f"logs/{paths.RUN}.log"),
-    params:
-        spec=spec_of_run,
     threads: train_threads
     resources:
         mem_mb=train_res("mem_mb", 6000),
@@ -28,11 +29,9 @@ rule evaluate:
     input:
         unpack(evaluate_inputs),
     output:
-        predictions=R(paths.TRANSFER),
+        predictions=update(R(paths.TRANSFER)),
     log:
         S(f"logs/{paths.RUN}.eval-{{evalset}}.log"),
-    params:
-        spec=spec_of_run,
     threads: train_threads
     resources:
         mem_mb=train_res("mem_mb", 6000),
