@@ -453,3 +453,27 @@ def test_failed_atomic_write_leaves_neither_file_nor_temporary(tmp_path):
     with pytest.raises(OSError):
         atomic_write(target, half_written)
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Paths
+
+
+@pytest.mark.parametrize("via", ["config", "env"])
+def test_a_data_dir_that_is_not_there_stops_the_run_before_any_job_and_keeps_outputs(tmp_path, via, data_dir):
+    """One sentence naming where the folder was set; no job starts, and a finished subset stays."""
+    workdir = tmp_path / "work"
+    target = f"{load_config(MINI)['resources_dir']}/data/imdb/train.parquet"
+    run_snakemake(workdir, "--cores", "1", target, configfile=MINI, timeout=300)
+    built = workdir / target
+    before = built.stat().st_mtime_ns
+    missing = tmp_path / "no-such-folder"
+    env = {"POOLBENCH_DATA_DIR": str(missing) if via == "env" else ""}
+    args = ["--config", f"data_dir={missing}"] if via == "config" else []
+    proc = run_snakemake(workdir, "--cores", "1", "--forcerun", "imdb_subset", target, *args, configfile=MINI,
+                         check=False, timeout=120, env=env)
+    out = proc.stdout + proc.stderr
+    where = "the config key data_dir" if via == "config" else "the environment variable POOLBENCH_DATA_DIR"
+    assert proc.returncode != 0 and f"{missing} (from {where}) is not a folder" in out, out[-2000:]
+    assert out.count("config error at data_dir") == 1 and "CalledProcessError" not in out
+    assert built.stat().st_mtime_ns == before  # nothing deleted, nothing rebuilt

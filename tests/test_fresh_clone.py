@@ -62,9 +62,11 @@ def test_a_setting_no_job_reads_reruns_nothing_on_a_fresh_clone(clone, tmp_path)
         cfg["regimes"]["frozen"]["dropout"] = 0.3  # logistic heads read no dropout; learned ones do
 
     jobs = dry_with(clone, tmp_path, edit)
-    # the learned poolings, and the LP-FT runs that start from them (their spec holds the frozen run's)
+    # the learned poolings, the LP-FT runs that start from them (their spec holds the frozen run's), and
+    # (to rebuild its weights) the fine-tuned run the verdict-attention analysis compares with them
     assert {wc["pooling"] for wc in trained(jobs)} == {"attention", "hierarchical"}
-    assert {wc["regime"] for wc in trained(jobs)} == {"frozen", "lpft"}
+    assert {wc["regime"] for wc in trained(jobs)} == {"frozen", "lpft", "topk"}
+    assert [wc["seed"] for wc in trained(jobs) if wc["regime"] == "topk"] == ["0"]
     jobs = dry_with(clone, tmp_path, lambda cfg: cfg["transfer"].update(imdb=["tailprobe"]))
     assert not rules(jobs) & EXPENSIVE
 

@@ -185,6 +185,20 @@ def _check_init_from(config: dict) -> None:
                               f"max_len, pooling and seed")
 
 
+def check_data_dir(path: str | None, from_env: bool, needs: list[str]) -> None:
+    """The data folder (resolved, absolute) must exist and hold ``needs`` (relative file paths), checked at
+    start-up so that no job starts on a folder that is not there; the error names where it was set."""
+    if path is None:
+        return
+    where = "the environment variable POOLBENCH_DATA_DIR" if from_env else "the config key data_dir"
+    if not Path(path).is_dir():
+        raise ConfigError("data_dir", f"{path} (from {where}) is not a folder; point {where} at the folder that "
+                                      f"holds imdb/train.parquet and imdb/test.parquet (README, 'Data')")
+    missing = [name for name in needs if not (Path(path) / name).is_file()]
+    if missing:
+        raise ConfigError("data_dir", f"{path} (from {where}) has no {', '.join(missing)} (README, 'Data')")
+
+
 def init_counterpart(config: dict, run: Run) -> Run | None:
     """The frozen run whose pooling and head ``run`` starts from (its regime's ``init_from``), or None."""
     source = config["regimes"][run.regime].get("init_from")

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from poolbench import paths
-from poolbench.config import (ConfigError, cache_spec, canonical, check, dataset_spec, evaluation_spec, expand,
+from poolbench.config import (ConfigError, cache_spec, canonical, check, check_data_dir, dataset_spec, evaluation_spec, expand,
                               init_counterpart, reads_cache, recorded_evaluation_spec, recorded_run_spec, regime_kind,
                               run_spec, stamp, subset_spec)
 from poolbench.data import resolve_data_dir
@@ -38,7 +38,12 @@ except OSError:  # a read-only checkout
 
 # The data folder: $POOLBENCH_DATA_DIR, else the `data_dir` key; resolved to an absolute path once,
 # here, and inherited by every job (a location, not a setting: moving the data reruns nothing).
+DATA_FROM_ENV = bool(os.environ.get("POOLBENCH_DATA_DIR"))
 DATA_DIR = resolve_data_dir(config.get("data_dir"), Path(workflow.basedir))
+try:  # before any job runs: a bad folder stops here, naming where it was set
+    check_data_dir(DATA_DIR, DATA_FROM_ENV, needs=[f"imdb/{split}.parquet" for split in ("train", "test")])
+except ConfigError as err:
+    sys.exit(f"poolbench: {err}")
 
 
 def R(pattern, **kw):
