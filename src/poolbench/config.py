@@ -12,10 +12,9 @@ import itertools
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .pooling import POOLINGS, applicable
 
 # Rows per split of the full datasets (subsets must fit; half of a subset comes from each label).
 SPLIT_SIZES = {"imdb": {"train": 25000, "test": 25000}}
@@ -45,6 +44,16 @@ class Run:
 
     def wildcards(self) -> dict:
         return dict(self.__dict__)
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """The names of a run's keys, in order: the one definition every run-key list derives from."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_wildcards(cls, wc) -> "Run":
+        """The run that a job's wildcards (any mapping of the keys; values as strings or typed) name."""
+        return cls(**{f.name: int(wc[f.name]) if f.type in (int, "int") else str(wc[f.name]) for f in fields(cls)})
 
 
 def model_layers(spec: dict) -> int | None:
@@ -92,6 +101,8 @@ def check(config: dict) -> None:
         for j, tok in enumerate(spec.get("tokenizers", [])):
             if tok not in models:
                 raise ConfigError(f"datasets.{name}.tokenizers[{j}]", f"unknown model {tok!r}")
+    from .pooling import POOLINGS
+
     for name in config.get("pooling_options", {}):
         if name not in POOLINGS:
             raise ConfigError(f"pooling_options.{name}", f"unknown pooling {name!r}; registered: {sorted(POOLINGS)}")
@@ -255,6 +266,8 @@ def trained_layers(config: dict, run: Run) -> int:
 
 
 def _check_pooling(name: str, family: str, key: str, model: str | None = None) -> None:
+    from .pooling import POOLINGS, applicable
+
     if name not in POOLINGS:
         raise ConfigError(key, f"unknown pooling {name!r}; registered: {sorted(POOLINGS)}")
     if not applicable(name, family):
@@ -307,7 +320,7 @@ def regime_settings(config: dict, run: Run) -> dict:
     defaults = TrainConfig()
     train = {f.name: regime.get(f.name, getattr(defaults, f.name)) for f in fields(TrainConfig) if f.name != "options"}
     if regime_kind(run.regime, regime) == "frozen":
-        head = asdict(HeadConfig.from_dict(regime.get("head")))
+        head = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(HeadConfig.from_dict(regime.get("head"))).items()}
         family = config["models"][run.model]["family"]
         options = config.get("pooling_options", {}).get(run.pooling, {})
         if learned(run.pooling, family, config.get("cache_layers", 4), options):

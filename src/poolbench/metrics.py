@@ -13,10 +13,11 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .config import Run
 from .io import write_text
 
 SCHEMA_VERSION = 2
-RUN_KEYS = ("dataset", "model", "regime", "truncation", "max_len", "pooling", "seed")
+RUN_KEYS = Run.keys()
 
 
 class MetricsError(ValueError):

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from poolbench import paths
-from poolbench.config import (ConfigError, cache_spec, canonical, check, check_data_dir, dataset_spec, evaluation_spec, expand,
+from poolbench.config import (ConfigError, Run, cache_spec, canonical, check, check_data_dir, dataset_spec, evaluation_spec, expand,
                               init_counterpart, reads_cache, recorded_evaluation_spec, recorded_run_spec, regime_kind,
                               run_spec, stamp, subset_spec)
 from poolbench.data import resolve_data_dir
@@ -16,7 +16,7 @@ except ConfigError as err:
     sys.exit(f"poolbench: {err}")
 
 RUNS = expand(config)
-RUN_BY_KEY = {tuple(run.wildcards().values()): run for run in RUNS}
+RUN_SET = set(RUNS)
 RESULTS = config["results_dir"]
 RESOURCES = config["resources_dir"]
 PAPER = config.get("paper_dir")
@@ -88,8 +88,10 @@ def train_res(key, default):
 
 
 def the_run(wc):
-    key = (wc.dataset, wc.model, wc.regime, wc.truncation, int(wc.max_len), wc.pooling, int(wc.seed))
-    return RUN_BY_KEY[key]
+    run = Run.from_wildcards(wc)
+    if run not in RUN_SET:
+        raise ValueError(f"{R(paths.RUN, **run.wildcards())} is not a run of this config")
+    return run
 
 
 def spec_of_model(wc):
