@@ -208,3 +208,29 @@ def test_a_finetune_runs_backbone_names_are_the_base_models():
     assert arch.export_name("top.layers.0.output.dense.bias", bert, 1) == f"encoder.layer.{L - 1}.output.dense.bias"
     assert arch.export_name("top.rotary_emb.inv_freq", model("llama").config, 1) is None
     assert arch.export_name("head.linear.weight", bert, 0) is None
+
+
+@pytest.mark.parametrize("model_type", TYPES)
+def test_a_random_source_of_every_type_materialises_and_verifies(model_type, tmp_path):
+    """``source: random`` builds each type; the sizes the config assumes are the model's own."""
+    from poolbench.config import model_layers, model_max_positions
+    from poolbench.models import load_backbone, materialize, verify_spec
+
+    tok_dir = tmp_path / "tok"
+    tokenizer(model_type).save_pretrained(tok_dir)
+    spec = {"family": arch.get(model_type).family,
+            "source": {"type": "random", "arch": model_type, "tokenizer": "real", "hidden": H, "layers": L}}
+    folder = materialize("tiny", spec, tmp_path / "model", tokenizer_dir=tok_dir)
+    bb = load_backbone(folder)
+    assert bb.config.model_type == model_type and arch.num_layers(bb) == model_layers(spec) == L
+    assert arch.max_positions(bb) == model_max_positions(spec)
+    verify_spec("tiny", {**spec, "layers": L, "max_positions": model_max_positions(spec)}, folder)
+
+
+def test_the_schema_lets_a_random_source_name_every_adapter():
+    import re
+    from pathlib import Path
+
+    schema = (Path(__file__).parents[1] / "workflow" / "config" / "schema.yaml").read_text()
+    enum = re.search(r"arch: \{type: string, enum: \[([^\]]*)\]\}", schema)
+    assert enum and {a.strip() for a in enum.group(1).split(",")} == set(arch.ARCHS)
