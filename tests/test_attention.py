@@ -52,6 +52,17 @@ def model_dir(tmp_path, uniform: bool = False):
     return out
 
 
+def arch_dir(tmp_path, model_type: str):
+    """A random base model of another architecture (poolbench.arch), saved with its tokenizer."""
+    from poolbench import arch
+
+    tok = tokenizer(arch.get(model_type).family == "encoder")
+    out = tmp_path / model_type
+    arch.random_model(model_type, len(tok), tok.pad_token_id, hidden=H, layers=L, heads=4).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out, tok
+
+
 def sentence(rng, n=None) -> str:
     return " ".join(rng.choice(WORDS, n or int(rng.integers(3, 7)))) + "."
 
@@ -75,10 +86,11 @@ def probe(n: int = 12, seed: int = 0, long_end: bool = False) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def spec(regime: str, pooling: str = "attention", trainable_layers=None) -> dict:
+def spec(regime: str, pooling: str = "attention", trainable_layers=None, kind: str | None = None,
+         family: str = "encoder") -> dict:
     return {"run": {"dataset": "tailprobe", "model": "tiny-bert", "regime": regime, "truncation": "head",
-                    "max_len": MAX_LEN, "pooling": pooling, "seed": 0},
-            "family": "encoder", "regime": {"trainable_layers": trainable_layers or 0},
+                    "max_len": MAX_LEN, "pooling": pooling, "seed": 0}, "kind": kind or regime,
+            "family": family, "regime": {"trainable_layers": trainable_layers or 0},
             "pooling": {"name": pooling, "version": 1, "options": {}}, "cache_layers": 1}
 
 
@@ -193,7 +205,7 @@ def test_copied_top_layers_compute_what_the_runs_top_layers_compute(tmp_path):
     assert torch.allclose(got, expected, atol=1e-5)
 
 
-def finetune_weights(tmp_path, topk_model):
+def finetune_weights(tmp_path, topk_model, regime: str = "finetune"):
     """A finetune run (live backbone, top K layers trained) whose top layers are the topk run's."""
     from poolbench.train import set_trainable_layers
 
@@ -205,8 +217,8 @@ def finetune_weights(tmp_path, topk_model):
         for i in range(K):
             bb.encoder.layer[L - K + i].load_state_dict(topk_model.top.layers[i].state_dict())
     model.pooling.load_state_dict(topk_model.pooling.state_dict())
-    path = tmp_path / "finetune-attention" / "model.safetensors"
-    save_weights(model, path, spec("finetune", trainable_layers=K))
+    path = tmp_path / f"{regime}-attention" / "model.safetensors"
+    save_weights(model, path, spec(regime, trainable_layers=K, kind="finetune"))
     return path
 
 
@@ -224,6 +236,18 @@ def test_finetune_weights_load_into_the_backbone_like_topk_ones(tmp_path):
     assert 0 < np.abs(rounded["mass"] - q["mass"]).max() < 1e-2
 
 
+def test_what_trained_is_read_from_the_regimes_kind_not_its_name(tmp_path):
+    """A finetune-kind regime named 'full' (its name is no kind) measures like one named 'finetune'."""
+    folder, rows = model_dir(tmp_path), probe(6)
+    _, model = topk_weights(tmp_path)
+    named, full = finetune_weights(tmp_path, model), finetune_weights(tmp_path, model, regime="full")
+    a, b = cls_attention_mass(folder, rows, named), cls_attention_mass(folder, rows, full)
+    assert (b["regime"] == "full").all() and (b["trained_layers"] == K).all()
+    assert np.array_equal(a["mass"].to_numpy(), b["mass"].to_numpy())
+    p, q = pooling_attention_mass(folder, rows, named), pooling_attention_mass(folder, rows, full)
+    assert np.array_equal(p["mass"].to_numpy(), q["mass"].to_numpy())
+
+
 def test_run_settings_are_the_runs_own(tmp_path):
     folder, rows = model_dir(tmp_path), probe(3)
     weights, _ = topk_weights(tmp_path)
@@ -239,9 +263,9 @@ def test_run_settings_are_the_runs_own(tmp_path):
 # ---- attention pooling --------------------------------------------------------------------------
 
 
-def direct_pooling_mass(folder, rows, model, top: TopLayers | None) -> np.ndarray:
+def direct_pooling_mass(folder, rows, model, top: TopLayers | None, tok=None) -> np.ndarray:
     """softmax(scorer(h)) over one unpadded example at a time, summed over its verdict tokens."""
-    tok, bb = tokenizer(), load_backbone(folder)
+    tok, bb = tok or tokenizer(), load_backbone(folder)
     out = []
     for _, row in rows.iterrows():
         enc = encode(row["text"], tok, "head", MAX_LEN)
@@ -272,6 +296,51 @@ def test_pooling_mass_is_the_softmax_weight_on_the_verdict(tmp_path, regime):
     scores = torch.randn(2, 5)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool()
     assert torch.allclose(masked_softmax(scores, mask)[0, :3], torch.softmax(scores[0, :3], -1))
+
+
+# ---- other architectures -------------------------------------------------------------------------
+
+
+def test_roberta_cls_mass_is_its_first_tokens_attention_in_its_own_forward(tmp_path):
+    """Batched and padded, the mass equals <s>'s attention in RoBERTa's own forward on each row alone
+    (positions from padding_idx + 1)."""
+    folder, tok = arch_dir(tmp_path, "roberta")
+    rows = probe(9)
+    df = cls_attention_mass(folder, rows, None, max_len=MAX_LEN, batch_size=4)
+    bb = load_backbone(folder)
+    bb.set_attn_implementation("eager")
+    for i, row in rows.reset_index(drop=True).iterrows():
+        enc = encode(row["text"], tok, "head", MAX_LEN)
+        verdict = torch.from_numpy(verdict_mask(enc, row["verdict_start"], row["verdict_end"])).double()
+        ids = torch.from_numpy(enc.input_ids)[None]
+        with torch.no_grad():
+            att = bb(input_ids=ids, attention_mask=torch.ones_like(ids), output_attentions=True).attentions
+        expected = [float((a[0, :, 0, :].double() @ verdict).mean()) for a in att]
+        got = df[df["id"] == row["id"]].sort_values("layer")["mass"].to_numpy()
+        assert np.abs(got - expected).max() < 1e-5
+
+
+def test_cls_mass_refuses_a_decoder(tmp_path):
+    folder, _ = arch_dir(tmp_path, "llama")
+    with pytest.raises(ValueError, match="encoders only"):
+        cls_attention_mass(folder, probe(3), None)
+
+
+def test_gpt2_topk_pooling_mass_is_the_softmax_weight_on_the_verdict(tmp_path):
+    folder, tok = arch_dir(tmp_path, "gpt2")
+    rows = probe(9)
+    model = build_topk_classifier("attention", "decoder", load_backbone(folder), TrainConfig(trainable_layers=K),
+                                  layers=1, device=torch.device("cpu"))
+    torch.manual_seed(4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    weights = tmp_path / "gpt2-topk" / "model.safetensors"
+    save_weights(model, weights, spec("topk", trainable_layers=K, family="decoder"))
+    df = pooling_attention_mass(folder, rows, weights, batch_size=4)
+    expected = direct_pooling_mass(folder, rows, model, model.top, tok)
+    assert np.abs(df["mass"].to_numpy() - expected).max() < 1e-5
+    assert np.abs(df["mass"] - df["verdict_tokens"] / df["tokens"]).max() > 1e-3
 
 
 # ---- summary and figure ---------------------------------------------------------------------------

@@ -6,9 +6,10 @@ import time
 
 import torch
 
+from poolbench.arch import num_layers
 from poolbench.encoding import encode
 from poolbench.features import backbone_hidden_states
-from poolbench.models import load_backbone, load_tokenizer, num_layers, sha256sum
+from poolbench.models import load_backbone, load_tokenizer, sha256sum
 
 
 def test_minilm_tokenizes_and_gives_a_cls_vector(bundled):

@@ -1,11 +1,11 @@
 """The topk regime is the live backbone with its lower layers frozen, computed from the feature cache.
 
-Tiny random BERT and Llama backbones (transformers configs, no downloads) and a tiny word-level
+Tiny random BERT, RoBERTa, GPT-2 and Llama backbones (transformers configs, no downloads) and a tiny word-level
 fast tokenizer. The cache is written by the real ``extract``; the live reference is the backbone
 with ``set_trainable_layers(k)``, fed by ``LiveData``. Same logits (1e-4 with a float32 cache,
 within float16 rounding with the default one) and the same parameters after three AdamW steps
-(dropout off), for an encoder and a decoder (rotary positions, causal mask), padded on the right
-and on the left.
+(dropout off), for encoders (RoBERTa: positions from padding_idx + 1) and decoders (rotary or
+absolute positions, causal mask, a final norm), padded on the right and on the left.
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel
+from transformers import (BertConfig, BertModel, GPT2Config, GPT2Model, LlamaConfig, LlamaModel, RobertaConfig,
+                          RobertaModel)
 
+from poolbench.arch import final_norm
+from poolbench.arch import layers as arch_layers
 from poolbench.features import FeatureSet, extract
 from poolbench.topk import (autocast, cpu_has_native_bf16, layers_to_cache, resolve_precision,
                             resolve_trainable_layers, topk_state_indices)
@@ -47,6 +50,14 @@ def backbone(arch: str, layers: int):
         return BertModel(BertConfig(vocab_size=70, hidden_size=H, num_hidden_layers=layers, num_attention_heads=4,
                                     intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
                                     attention_probs_dropout_prob=0.0, pad_token_id=0)).eval()
+    if arch == "roberta":  # positions from padding_idx + 1
+        return RobertaModel(RobertaConfig(vocab_size=70, hidden_size=H, num_hidden_layers=layers,
+                                          num_attention_heads=4, intermediate_size=64, max_position_embeddings=66,
+                                          hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                          pad_token_id=0)).eval()
+    if arch == "gpt2":  # absolute positions, final norm ln_f
+        return GPT2Model(GPT2Config(vocab_size=70, n_embd=H, n_layer=layers, n_head=4, n_positions=64, resid_pdrop=0.0,
+                                    embd_pdrop=0.0, attn_pdrop=0.0, pad_token_id=0)).eval()
     return LlamaModel(LlamaConfig(vocab_size=70, hidden_size=H, num_hidden_layers=layers, num_attention_heads=4,
                                   num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64,
                                   pad_token_id=0)).eval()
@@ -54,8 +65,10 @@ def backbone(arch: str, layers: int):
 
 # (arch, family, backbone layers, trainable top layers, padding side)
 CASES = [("bert", "encoder", 4, 2, "right"), ("llama", "decoder", 3, 1, "right"),
-         ("llama", "decoder", 3, 1, "left"), ("llama", "decoder", 3, 2, "left"), ("bert", "encoder", 4, 1, "left")]
-IDS = ["bert-top2-right", "llama-top1-right", "llama-top1-left", "llama-top2-left", "bert-top1-left"]
+         ("llama", "decoder", 3, 1, "left"), ("llama", "decoder", 3, 2, "left"), ("bert", "encoder", 4, 1, "left"),
+         ("roberta", "encoder", 3, 2, "left"), ("gpt2", "decoder", 3, 2, "left")]
+IDS = ["bert-top2-right", "llama-top1-right", "llama-top1-left", "llama-top2-left", "bert-top1-left",
+       "roberta-top2-left", "gpt2-top2-left"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only add synchronisation cost
@@ -64,7 +77,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only 
 def setup(case, tmp_path, pooling: str, dtype: str = "float32", n: int = 12):
     """(topk classifier, its cached data, live classifier with lower layers frozen, its live data)."""
     arch, family, L, k, side = case
-    bb, tok = backbone(arch, L), tokenizer(arch == "bert")
+    bb, tok = backbone(arch, L), tokenizer(family == "encoder")
     frame = texts(n)
     cache = tmp_path / f"cache-{dtype}"
     if not cache.exists():
@@ -109,21 +122,24 @@ def test_topk_logits_with_the_default_fp16_cache_are_within_fp16_rounding(case, 
     torch.testing.assert_close(got, expected, atol=5e-3, rtol=5e-3)
 
 
-@pytest.mark.parametrize("case", CASES[:4], ids=IDS[:4])
+TRAINED = [0, 1, 2, 3, 5, 6]
+
+
+@pytest.mark.parametrize("case", [CASES[i] for i in TRAINED], ids=[IDS[i] for i in TRAINED])
 def test_topk_training_steps_match_the_live_backbone(case, tmp_path):
     """Three AdamW steps (dropout off) from the same start end with the same parameters."""
     pooling = "pooler" if case[0] == "bert" else "layers_concat"
     topk, cached, live, live_data, cfg = setup(case, tmp_path, pooling)
     L, k = case[2], case[3]
-    blocks = live.backbone.encoder.layer if case[0] == "bert" else live.backbone.layers
+    blocks = arch_layers(live.backbone)
     before = [p.detach().clone() for p in topk.top.layers.parameters()]
     fit_topk = train(topk, cached, cfg, seed=0)
     fit_live = train(live, live_data, cfg, seed=0)
     assert fit_topk["train_tokens"] == fit_live["train_tokens"] == int(cached.lengths.sum())
     np.testing.assert_allclose(fit_topk["epoch_loss"], fit_live["epoch_loss"], atol=1e-5)
     pairs = list(zip(topk.top.layers.parameters(), blocks[L - k:].parameters()))
-    if case[0] == "llama":
-        pairs += list(zip(topk.top.norm.parameters(), live.backbone.norm.parameters()))
+    if final_norm(live.backbone) is not None:  # GPT-2's ln_f, Llama's norm
+        pairs += list(zip(topk.top.norm.parameters(), final_norm(live.backbone).parameters()))
     pairs += list(zip(topk.pooling.parameters(), live.pooling.parameters()))
     pairs += list(zip(topk.head.parameters(), live.head.parameters()))
     for a, b in pairs:

@@ -13,6 +13,11 @@ Two measures on probe-test rows (``text`` with the verdict at ``text[verdict_sta
   the trained backbone's final state (``finetune``). Cached states are rounded to the cache's dtype
   (float16 by default) as in the run; the weights are checked against the pooling's own output.
 
+Architectures (:mod:`poolbench.arch`): ``cls_attention_mass`` measures encoders (BERT, RoBERTa: the
+first token, [CLS] or <s>) and refuses decoders, whose first token attends only to itself under the
+causal mask. ``pooling_attention_mass`` measures any architecture's ``attention`` pooling runs.
+What trained is read from the run spec's ``kind`` (frozen, topk, finetune), never the regime's name.
+
 Verdict tokens are the text tokens whose character span overlaps ``[verdict_start, verdict_end)``
 after :func:`poolbench.encoding.encode` with the run's truncation and ``max_len``. A verdict that
 truncation removes entirely gives an empty mask: the row is kept with ``verdict_cut=True`` and
@@ -34,6 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import arch
 from .encoding import Encoded, encode
 from .features import pad_batch
 
@@ -118,35 +124,31 @@ def _sub(state: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def top_layer_count(state: dict) -> int:
-    """k of a topk run: the number of ``top.layers.<i>`` blocks in its weights."""
-    found = {int(k.split(".")[2]) for k in state if k.startswith("top.layers.")}
-    if found != set(range(len(found))):
-        raise ValueError(f"top layers {sorted(found)} are not 0..k-1")
-    return len(found)
-
-
-def _layers(backbone) -> torch.nn.ModuleList:
-    if not (hasattr(backbone, "encoder") and hasattr(backbone.encoder, "layer")):
-        raise ValueError(f"[CLS] attention needs a BERT-like encoder, not {type(backbone).__name__}")
-    return backbone.encoder.layer
+def _kind(spec: dict) -> str:
+    """What trained in a run (its regime's ``kind``: frozen, topk or finetune), whatever the regime's name."""
+    kind = spec.get("kind")
+    if kind not in ("frozen", "topk", "finetune"):
+        raise ValueError(f"the run spec of {spec['run']['regime']!r} has kind {kind!r}, not frozen, topk or finetune: "
+                         f"rebuild the run's weights")
+    return kind
 
 
 def apply_trained_backbone(backbone, state: dict, spec: dict) -> int:
     """Put a run's trained backbone layers into ``backbone``; returns how many top layers trained.
 
-    ``topk``: ``top.layers.i`` → ``backbone.encoder.layer[L-k+i]``; ``finetune``: every ``backbone.*``
-    weight; ``frozen``: nothing (0). Refuses weights that do not fit.
+    By the regime's kind: ``topk``: ``top.layers.i`` → layer ``L-k+i`` (``top.norm`` → the final norm,
+    if any); ``finetune``: every ``backbone.*`` weight; ``frozen``: nothing (0). Refuses weights
+    that do not fit.
     """
-    from .topk import resolve_trainable_layers
+    from .topk import resolve_trainable_layers, top_layer_count
 
     run = spec["run"]
-    regime = run["regime"]
-    blocks = _layers(backbone)
+    kind = _kind(spec)
+    blocks = arch.layers(backbone)
     L = len(blocks)
-    if regime == "frozen":
+    if kind == "frozen":
         return 0
-    if regime == "topk":
+    if kind == "topk":
         k = top_layer_count(state)
         declared = resolve_trainable_layers(spec.get("regime", {}).get("trainable_layers", k), run["model"])
         if k < 1 or declared != k:
@@ -155,17 +157,19 @@ def apply_trained_backbone(backbone, state: dict, spec: dict) -> int:
             raise ValueError(f"topk weights hold {k} layers but the backbone has {L}")
         for i in range(k):
             blocks[L - k + i].load_state_dict(_sub(state, f"top.layers.{i}."), strict=True)
+        norm, trained_norm = arch.final_norm(backbone), _sub(state, "top.norm.")
+        if norm is not None and trained_norm:
+            norm.load_state_dict(trained_norm, strict=True)
         return k
-    if regime == "finetune":
-        trained = _sub(state, "backbone.")
-        if not trained:
-            raise ValueError("finetune weights hold no backbone.* weights")
-        missing, unexpected = backbone.load_state_dict(trained, strict=False)
-        if unexpected:
-            raise ValueError(f"finetune weights do not fit the backbone (unexpected {unexpected[:3]})")
-        trained_blocks = {int(k.split(".")[2]) for k in trained if k.startswith("encoder.layer.")}
-        return L - min(trained_blocks) if trained_blocks else 0
-    raise ValueError(f"unknown regime {regime!r}")
+    trained = _sub(state, "backbone.")
+    if not trained:
+        raise ValueError("finetune weights hold no backbone.* weights")
+    missing, unexpected = backbone.load_state_dict(trained, strict=False)
+    if unexpected:
+        raise ValueError(f"finetune weights do not fit the backbone (unexpected {unexpected[:3]})")
+    prefix = arch.for_model(backbone).layers + "."
+    trained_blocks = {int(key[len(prefix):].split(".")[0]) for key in trained if key.startswith(prefix)}
+    return L - min(trained_blocks) if trained_blocks else 0
 
 
 def _check_settings(spec: dict | None, truncation: str | None, max_len: int | None) -> tuple[str, int]:
@@ -193,11 +197,10 @@ def _batches(n: int, lengths: np.ndarray, batch_size: int):
         yield order[s:s + batch_size]
 
 
-def _pad(items: pd.DataFrame, idx: np.ndarray, pad_id: int):
+def _pad(items: pd.DataFrame, idx: np.ndarray, pad_id: int, config):
     ids, attn = pad_batch([items["encoded"].iloc[i].input_ids for i in idx], pad_id)
     verdict, _ = pad_batch([items["mask"].iloc[i] for i in idx], False)
-    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)  # as poolbench.features.backbone_hidden_states
-    return ids, attn, verdict, position_ids
+    return ids, attn, verdict, arch.position_ids(config, attn)  # as poolbench.features.backbone_hidden_states
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,7 +223,12 @@ def cls_attention_mass(model_dir, examples: pd.DataFrame, weights: Path | None =
     state, spec = read_run(Path(weights)) if weights is not None else (None, None)
     truncation, max_len = _check_settings(spec, truncation, max_len)
     backbone = load_backbone(Path(model_dir))
-    L = len(_layers(backbone))
+    adapter = arch.for_model(backbone)
+    if adapter.family != "encoder":
+        raise ValueError(f"[CLS] attention is measured on encoders only: {model_dir} is a {adapter.model_type} decoder, "
+                         f"whose first token attends to itself alone under the causal mask; measure its runs with "
+                         f"pooling_attention_mass")
+    L = len(arch.layers(backbone))
     k = apply_trained_backbone(backbone, state, spec) if spec is not None else 0
     backbone.set_attn_implementation("eager")  # sdpa returns no attention probabilities
     backbone.eval()
@@ -232,7 +240,7 @@ def cls_attention_mass(model_dir, examples: pd.DataFrame, weights: Path | None =
     head_max = np.full((n, L), np.nan)
     with torch.inference_mode():
         for idx in _batches(n, items["tokens"].to_numpy(), batch_size):
-            ids, attn, verdict, position_ids = _pad(items, idx, tokenizer.pad_token_id)
+            ids, attn, verdict, position_ids = _pad(items, idx, tokenizer.pad_token_id, backbone.config)
             out = backbone(input_ids=ids, attention_mask=attn, position_ids=position_ids, output_attentions=True)
             if out.attentions is None or len(out.attentions) != L:
                 raise RuntimeError("the backbone returned no attention probabilities (eager attention not in use)")
@@ -267,7 +275,7 @@ def pooling_attention_mass(model_dir, examples: pd.DataFrame, weights: Path, tru
     """
     from .models import load_backbone, load_tokenizer
     from .pooling import PoolingContext, build_pooling, masked_softmax, prepare
-    from .topk import TopLayers
+    from .topk import TopLayers, top_layer_count
 
     state, spec = read_run(Path(weights))
     run = spec["run"]
@@ -277,25 +285,23 @@ def pooling_attention_mass(model_dir, examples: pd.DataFrame, weights: Path, tru
         raise ValueError(f"cache_dtype must be one of {sorted(k for k in CACHE_DTYPES if k)} or None")
     truncation, max_len = _check_settings(spec, truncation, max_len)
     backbone = load_backbone(Path(model_dir)).eval()
-    L = len(_layers(backbone))
-    regime = run["regime"]
+    L = len(arch.layers(backbone))
+    kind = _kind(spec)
     top, k = None, 0
-    if regime == "topk":
+    if kind == "topk":
         k = top_layer_count(state)
         top = TopLayers(backbone, k)
         top.load_state_dict(_sub(state, "top."), strict=True)
         top.eval()
-    elif regime == "finetune":
+    elif kind == "finetune":
         k = apply_trained_backbone(backbone, state, spec)
-    elif regime != "frozen":
-        raise ValueError(f"unknown regime {regime!r}")
 
     ctx = PoolingContext(hidden_size=backbone.config.hidden_size, num_layers=1, family=spec.get("family", "encoder"),
                          options=spec.get("pooling", {}).get("options", {}))
     pooling = build_pooling("attention", ctx)
     pooling.load_state_dict(_sub(state, "pooling."), strict=True)
     pooling.eval()
-    rounding = CACHE_DTYPES[cache_dtype] if regime in ("frozen", "topk") else None
+    rounding = CACHE_DTYPES[cache_dtype] if kind in ("frozen", "topk") else None
 
     tokenizer = load_tokenizer(Path(model_dir))
     items = encode_examples(examples, tokenizer, truncation, max_len)
@@ -303,7 +309,7 @@ def pooling_attention_mass(model_dir, examples: pd.DataFrame, weights: Path, tru
     mass = np.full(n, np.nan)
     with torch.inference_mode():
         for idx in _batches(n, items["tokens"].to_numpy(), batch_size):
-            ids, attn, verdict, position_ids = _pad(items, idx, tokenizer.pad_token_id)
+            ids, attn, verdict, position_ids = _pad(items, idx, tokenizer.pad_token_id, backbone.config)
             hidden = backbone(input_ids=ids, attention_mask=attn, position_ids=position_ids,
                               output_hidden_states=True).hidden_states
             state_in = hidden[L - k] if top is not None else hidden[L]

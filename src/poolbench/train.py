@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import arch
 from .encoding import encode
 from .features import backbone_hidden_states, pad_batch
 from .pooling import ClassifierHead, PoolingContext, build_pooling
@@ -103,10 +104,13 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 def set_trainable_layers(backbone: nn.Module, n: int | str) -> None:
-    """Freeze the backbone except its top ``n`` transformer layers (and a final norm, if any)."""
+    """Freeze the backbone except its top ``n`` transformer layers (and a final norm and pooler, if any)."""
     for p in backbone.parameters():
         p.requires_grad = False
-    blocks = _layer_list(backbone)
+    try:
+        blocks = arch.layers(backbone)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
     n = len(blocks) if n == "all" else int(n)
     if n > len(blocks):
         raise TrainingError(f"trainable_layers={n} but the backbone has {len(blocks)} layers")
@@ -114,9 +118,9 @@ def set_trainable_layers(backbone: nn.Module, n: int | str) -> None:
         for p in block.parameters():
             p.requires_grad = True
     if n:
-        for name in ("norm", "ln_f", "pooler"):
-            if hasattr(backbone, name) and getattr(backbone, name) is not None:
-                for p in getattr(backbone, name).parameters():
+        for part in (arch.final_norm(backbone), arch.pooler(backbone)):
+            if part is not None:
+                for p in part.parameters():
                     p.requires_grad = True
     if n == len(blocks):
         for p in backbone.parameters():
@@ -124,15 +128,8 @@ def set_trainable_layers(backbone: nn.Module, n: int | str) -> None:
 
 
 def _layer_list(backbone: nn.Module) -> nn.ModuleList:
-    for path in ("encoder.layer", "layers", "h"):
-        obj = backbone
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-            return obj
-        except AttributeError:
-            continue
-    raise TrainingError(f"cannot find the transformer layers of {type(backbone).__name__}")
+    """Deprecated: :func:`poolbench.arch.layers`. Kept only while ``hub.export_run`` imports it."""
+    return arch.layers(backbone)
 
 
 class LiveData:
