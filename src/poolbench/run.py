@@ -332,6 +332,14 @@ def predict_cache_dir(root: Path, spec: dict, texts: list[str], truncation: str,
                                              key=digest.hexdigest()[:32])
 
 
+def _prune_empty(folder: Path, root: Path) -> None:
+    """Remove ``folder`` and its parents while they are empty, up to and excluding ``root``."""
+    for path in [folder, *folder.parents]:
+        if path == root or not path.is_relative_to(root) or not path.is_dir() or any(path.iterdir()):
+            return
+        path.rmdir()
+
+
 def score_texts(spec: dict, model_dir: Path, weights: Path, texts: pd.DataFrame, *, truncation: str | None = None,
                 max_len: int | None = None, batch_size: int | None = None, cache_root: Path | None = None,
                 log=None) -> np.ndarray:
@@ -361,9 +369,14 @@ def score_texts(spec: dict, model_dir: Path, weights: Path, texts: pd.DataFrame,
                 (log or (lambda m: None))(f"reused the feature cache {where}")
             else:
                 backbone = load_backbone(Path(model_dir)).to(default_device())
-                extract(frame, backbone, load_tokenizer(Path(model_dir)), where, truncation=truncation,
-                        max_len=max_len, layers=spec["cache"]["layers"], dtype=spec["cache"]["dtype"],
-                        model_name=run["model"], max_batch_tokens=batch_tokens)
+                try:
+                    extract(frame, backbone, load_tokenizer(Path(model_dir)), where, truncation=truncation,
+                            max_len=max_len, layers=spec["cache"]["layers"], dtype=spec["cache"]["dtype"],
+                            model_name=run["model"], max_batch_tokens=batch_tokens)
+                except BaseException:  # failed or interrupted: no empty folders left above the cache either
+                    if cache_root:
+                        _prune_empty(where.parent, Path(cache_root))
+                    raise
                 del backbone
                 (log or (lambda m: None))(f"built the feature cache {where}")
             features[key] = where
