@@ -1,6 +1,7 @@
 """The ``poolbench`` command: use a trained run, the probe and any classifier outside the pipeline.
 
     poolbench predict --run results/runs/<...>/seed0 --input texts.parquet --output scores.parquet
+    poolbench rebuild results/runs/<...>/seed0           # retrain a committed run, compare its predictions
     poolbench export-data --out tailprobe-hf/            # the probe + natural tail set as a HF dataset
     poolbench score --model <HF classifier folder> --out scores/
     poolbench export --run results/runs/<...>/seed0 --out my-classifier/   # pooler / last runs only
@@ -11,6 +12,7 @@ The work is done in :mod:`poolbench.run` (predict) and :mod:`poolbench.hub` (the
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -39,10 +41,42 @@ def _read_texts(path: Path) -> pd.DataFrame:
     return table
 
 
+def _hint_path(path: Path) -> str:
+    """A path as a command typed in the current folder takes it (Snakemake wants targets relative to its workdir)."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _trained_run(run_dir: Path, resources: Path | None) -> tuple[dict, Path, Path]:
     """(spec, weights file, backbone folder) of a run folder, each checked to exist."""
-    from .metrics import RunMetrics
     from .paths import MODEL, WEIGHTS
+
+    spec = _run_spec(run_dir)
+    run = spec["run"]
+    resources = _resources(run_dir, resources)
+    weights = resources / WEIGHTS.format(**run)
+    model_dir = resources / MODEL.format(model=run["model"])
+    if not weights.is_file():
+        raise UsageError(f"{run_dir} has no trained weights at {weights}; rebuild them with: "
+                         f"poolbench rebuild {_hint_path(run_dir)}")
+    if not model_dir.is_dir():
+        raise UsageError(f"the run's backbone {run['model']!r} is not materialised at {model_dir}; "
+                         f"build it with: snakemake --cores all {_hint_path(model_dir)}")
+    return spec, weights, model_dir
+
+
+def _resources(run_dir: Path, resources: Path | None) -> Path:
+    """The resources folder: as given, else beside the results folder that holds the run."""
+    # runs/<dataset>/<model>/<regime>/<truncation>-<max_len>/<pooling>/seed<k> under results_dir
+    return Path(resources) if resources else Path(run_dir).resolve().parents[6].parent / "resources"
+
+
+def _run_spec(run_dir: Path) -> dict:
+    """The spec recorded in a run folder's metrics.json."""
+    from .metrics import RunMetrics
 
     metrics_file = Path(run_dir) / "metrics.json"
     if not metrics_file.is_file():
@@ -51,35 +85,164 @@ def _trained_run(run_dir: Path, resources: Path | None) -> tuple[dict, Path, Pat
     if not metrics.spec:
         raise UsageError(f"{run_dir} was made by an older poolbench (metrics schema {metrics.schema_version}, "
                          f"no spec); rerun it with snakemake first")
-    run = metrics.spec["run"]
-    # runs/<dataset>/<model>/<regime>/<truncation>-<max_len>/<pooling>/seed<k> under results_dir
-    resources = Path(resources) if resources else Path(run_dir).resolve().parents[6].parent / "resources"
-    weights = resources / WEIGHTS.format(**run)
-    model_dir = resources / MODEL.format(model=run["model"])
-    if not weights.is_file():
-        raise UsageError(f"{run_dir} has no trained weights at {weights}; rebuild them with: "
-                         f"snakemake --cores all {weights}")
-    if not model_dir.is_dir():
-        raise UsageError(f"the run's backbone {run['model']!r} is not materialised at {model_dir}; "
-                         f"build it with: snakemake --cores all {model_dir}")
-    return metrics.spec, weights, model_dir
+    return metrics.spec
 
 
-def predict(run_dir: Path, input_path: Path, output: Path, resources: Path | None = None) -> pd.DataFrame:
-    """P(positive) for every row of ``input_path`` from the trained run in ``run_dir``."""
+def _labels(table: pd.DataFrame, path: Path) -> np.ndarray | None:
+    """The input's gold labels (a ``label`` column of 0/1), or None without one."""
+    if "label" not in table.columns:
+        return None
+    labels = pd.to_numeric(table["label"], errors="coerce")
+    bad = ~labels.isin([0, 1])
+    if bad.any():
+        raise UsageError(f"{path}: the label column must hold 0 or 1; {int(bad.sum())} row(s) do not "
+                         f"(first rows {list(np.flatnonzero(bad.to_numpy())[:5])})")
+    return labels.to_numpy(dtype=np.int64)
+
+
+def predict(run_dir: Path, input_path: Path, output: Path, resources: Path | None = None, *,
+            truncation: str | None = None, max_len: int | None = None, batch_size: int | None = None,
+            threads: int | None = None, log=None) -> pd.DataFrame:
+    """P(positive) for every row of ``input_path`` from the trained run in ``run_dir``.
+
+    Cached regimes keep the backbone's states of these texts in ``<resources>/predict-cache/`` (one
+    cache per backbone, window and text file, shared by all its runs). With a ``label`` column, the
+    returned table's ``attrs["scores"]`` holds n, accuracy and macro-F1.
+    """
     from .io import write_parquet
-    from .run import check_weights, score_texts
+    from .run import check_weights, score_texts, scores
 
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, not {batch_size}")
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be at least 1, not {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
     spec, weights, model_dir = _trained_run(run_dir, resources)
     texts = _read_texts(Path(input_path))
+    labels = _labels(texts, Path(input_path))
     try:
         check_weights(weights, spec)  # before any model loads: one clear sentence
-        prob = score_texts(spec, model_dir, weights, texts)
-    except ValueError as err:  # weights of another run, or a classifier they do not fit
+        prob = score_texts(spec, model_dir, weights, texts, truncation=truncation, max_len=max_len,
+                           batch_size=batch_size, cache_root=_resources(run_dir, resources), log=log)
+    except ValueError as err:  # weights of another run, a window beyond the model, a classifier they do not fit
         raise UsageError(str(err)) from None
     out = texts.drop(columns=["text"]).assign(p_positive=prob, pred=(prob >= 0.5).astype(np.int64))
     write_parquet(output, out)  # atomic: a failed run leaves no partial file
+    if labels is not None:
+        out.attrs["scores"] = scores(labels, prob)
     return out
+
+
+def rebuild(run_dir: Path, configfile: Path | None = None, directory: Path | None = None,
+            snakefile: Path | None = None, cores: str = "all", replace: bool = False, tolerance: float = 1e-4,
+            log=print) -> dict:
+    """Rebuild a committed run (its weights and results) with Snakemake and compare it with the committed one.
+
+    The run trains into a temporary results folder (``<resources>/rebuild/<run>/``) with
+    ``--config results_dir=...``, so Snakemake never removes the committed files: it deletes a job's
+    outputs before running it, and those outputs are the temporary ones. The weights land where
+    ``predict`` reads them. Only after success are the predictions compared (max |ΔP(positive)|,
+    label flips, accuracy, bytes); with ``replace`` the rebuilt metrics.json and predictions.parquet
+    then replace the committed ones. The temporary folder is removed in every case.
+    """
+    import os
+    import shutil
+    import subprocess
+    import time
+
+    import yaml
+
+    from .io import atomic_write
+    from .paths import PREDICTIONS, RUN, WEIGHTS
+
+    spec = _run_spec(run_dir)
+    run = spec["run"]
+    workdir = Path(directory or Path.cwd()).resolve()
+    snakefile = Path(snakefile or workdir / "Snakefile").resolve()
+    if not snakefile.is_file():
+        raise UsageError(f"no Snakefile at {snakefile}; run this from the repository root or pass --snakefile")
+    config_path = Path(configfile) if configfile else snakefile.parent / "workflow" / "config" / "default.yaml"
+    cfg = yaml.safe_load(config_path.read_text())
+    results, resources = cfg.get("results_dir", "results"), cfg.get("resources_dir", "resources")
+    where = RUN.format(**run)
+    if Path(run_dir).resolve() != (workdir / results / where).resolve():
+        raise UsageError(f"{run_dir} is not {Path(results) / where} under {workdir} (the results_dir of "
+                         f"{config_path}); pass the --configfile and --directory that made it")
+    scratch = Path(resources) / "rebuild" / where  # relative to the workdir, as the rules' paths are
+    weights = Path(resources) / WEIGHTS.format(**run)
+    targets = [str(weights), str(scratch / "results" / where / "metrics.json")]
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir),
+           *(["--configfile", str(Path(configfile).resolve())] if configfile else []), "--cores", str(cores),
+           "--config", f"results_dir={scratch / 'results'}", "--rerun-incomplete", *targets]
+    log(f"rebuilding {where} (committed files are left alone until the rebuild is complete)")
+    start = time.perf_counter()
+    proc = None
+    try:
+        shutil.rmtree(workdir / scratch, ignore_errors=True)
+        proc = subprocess.Popen(cmd)
+        code = proc.wait()
+        wall = time.perf_counter() - start
+        if code != 0:
+            raise UsageError(f"snakemake failed (exit {code}) rebuilding {where}; its output is above, and the "
+                             f"committed results are untouched")
+        rebuilt = workdir / scratch / "results" / where
+        report = compare_predictions(Path(run_dir) / "predictions.parquet", rebuilt / "predictions.parquet",
+                                     tolerance)
+        from .config import canonical
+        from .metrics import RunMetrics
+
+        # the config may hold other settings for this run than those it was committed with
+        report["same_spec"] = canonical(RunMetrics.read(rebuilt / "metrics.json").spec) == canonical(spec)
+        report["reproduced"] = report["reproduced"] and report["same_spec"]
+        report.update(run=str(Path(results) / where), wall_s=round(wall, 1), processor=processor(),
+                      kernels=RunMetrics.read(rebuilt / "metrics.json").versions.get("kernels"),
+                      weights=str(weights), replaced=False)
+        if replace:
+            for name in ("predictions.parquet", "metrics.json"):
+                atomic_write(Path(run_dir) / name, lambda tmp, name=name: shutil.copyfile(rebuilt / name, tmp))
+            report["replaced"] = True
+        return report
+    finally:
+        if proc is not None and proc.poll() is None:  # interrupted: stop Snakemake before cleaning up
+            proc.terminate()
+            proc.wait()
+        shutil.rmtree(workdir / scratch, ignore_errors=True)
+        for parent in (workdir / scratch).parents:  # the emptied folders above it, up to resources/rebuild
+            if parent == workdir / resources or not parent.is_dir() or any(parent.iterdir()):
+                break
+            parent.rmdir()
+
+
+def compare_predictions(committed: Path, rebuilt: Path, tolerance: float = 1e-4) -> dict:
+    """How a rebuilt predictions.parquet compares with the committed one (rows matched by id)."""
+    old, new = pd.read_parquet(committed), pd.read_parquet(rebuilt)
+    if sorted(old["id"]) != sorted(new["id"]):
+        raise UsageError(f"{rebuilt} holds other examples than {committed}")
+    new = new.set_index("id").loc[old["id"]]
+    delta = np.abs(new["p_positive"].to_numpy() - old["p_positive"].to_numpy())
+    flips = int((new["pred"].to_numpy() != old["pred"].to_numpy()).sum())
+    report = {"n": len(old), "max_abs_dp": float(delta.max()), "label_flips": flips,
+              "accuracy_committed": float((old["pred"] == old["label"]).mean()),
+              "accuracy_rebuilt": float((new["pred"].to_numpy() == old["label"].to_numpy()).mean()),
+              "byte_identical": Path(committed).read_bytes() == Path(rebuilt).read_bytes()}
+    report["reproduced"] = bool(flips == 0 and report["max_abs_dp"] <= tolerance)
+    return report
+
+
+def processor() -> str:
+    """The CPU's model name (Linux), else the platform's processor string."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def export_data(out: Path, config: Path, sets: list[str]) -> Path:
@@ -128,6 +291,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", required=True, type=Path, help="a parquet file with a 'text' column")
     p.add_argument("--output", required=True, type=Path, help="parquet to write: input columns + p_positive, pred")
     p.add_argument("--resources", type=Path, help="the resources folder (default: beside the run's results/)")
+    p.add_argument("--truncation", choices=["head", "tail", "head_tail"],
+                   help="which tokens a long text keeps (default: the run's)")
+    p.add_argument("--max-len", type=int, help="tokens per text, special tokens included, up to the model's "
+                                               "limit (default: the run's)")
+    p.add_argument("--batch-size", type=int, help="texts per batch (default: the pipeline's batches)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+
+    p = sub.add_parser("rebuild", help="retrain a committed run, its weights included, and compare it with the "
+                                       "committed predictions")
+    p.add_argument("run", type=Path, help="a committed run folder, e.g. results/runs/imdb/minilm-l6/frozen/"
+                                          "head-128/mean/seed0")
+    p.add_argument("--configfile", type=Path, help="the config that made the run (default: the default config)")
+    p.add_argument("--directory", type=Path, help="Snakemake's workdir (default: the current folder)")
+    p.add_argument("--snakefile", type=Path, help="default: <directory>/Snakefile")
+    p.add_argument("--cores", default="all", help="Snakemake's --cores (default: %(default)s)")
+    p.add_argument("--replace", action="store_true",
+                   help="replace the committed metrics.json and predictions.parquet with the rebuilt ones")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest |dP(positive)| that counts as reproduced (default: %(default)s)")
+    p.add_argument("--report", type=Path, help="also write the comparison as JSON to this file")
 
     sets = dict(nargs="+", default=["tailprobe", "naturaltail"], choices=["tailprobe", "naturaltail"],
                 help="which sets (default: both)")
@@ -157,12 +340,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path, help="the model folder to write")
     p.add_argument("--resources", type=Path, help="the resources folder (default: beside the run's results/)")
     args = parser.parse_args(argv)
+    import signal
+
     from .hub import HubError
 
+    def terminated(signum, frame):  # SIGTERM unwinds like Ctrl-C, so every temporary file is removed
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
         if args.command == "predict":
-            out = predict(args.run, args.input, args.output, args.resources)
+            out = predict(args.run, args.input, args.output, args.resources, truncation=args.truncation,
+                          max_len=args.max_len, batch_size=args.batch_size, threads=args.threads,
+                          log=lambda msg: print(msg, file=sys.stderr))
             print(f"wrote {len(out)} predictions to {args.output}")
+            if "scores" in out.attrs:
+                sc = out.attrs["scores"]
+                print(f"accuracy {sc['accuracy']:.4f}, macro-F1 {sc['macro_f1']:.4f} on {sc['n']} labelled texts")
+        elif args.command == "rebuild":
+            report = rebuild(args.run, args.configfile, args.directory, args.snakefile, args.cores, args.replace,
+                             args.tolerance)
+            print(rebuild_summary(report))
+            if args.report:
+                from .io import write_text
+
+                write_text(args.report, json.dumps(report, indent=2))
+            return 0 if report["reproduced"] else 1
         elif args.command == "export-data":
             print(f"wrote {export_data(args.out, args.config, args.sets)}")
         elif args.command == "score":
@@ -174,7 +377,34 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, HubError) as err:
         print(f"poolbench {args.command}: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"poolbench {args.command}: interrupted; temporary files removed, no output written", file=sys.stderr)
+        return 130
+    except Terminated:
+        print(f"poolbench {args.command}: terminated; temporary files removed, no output written", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so that cleanup (``finally``) runs."""
+
+
+def rebuild_summary(report: dict) -> str:
+    same = "byte-identical" if report["byte_identical"] else "not byte-identical"
+    if not report["same_spec"]:
+        same += "; the config's settings for this run differ from the committed run's spec"
+    verdict = "reproduced" if report["reproduced"] else "NOT reproduced"
+    lines = [f"{report['run']}: {verdict} ({same})",
+             f"  max |dP(positive)| {report['max_abs_dp']:.3g} over {report['n']} test examples, "
+             f"{report['label_flips']} label flip(s)",
+             f"  accuracy: committed {report['accuracy_committed']:.4f}, rebuilt {report['accuracy_rebuilt']:.4f}",
+             f"  {report['wall_s']} s on {report['processor']} ({(report['kernels'] or {}).get('capability')} kernels); "
+             f"weights: {report['weights']}",
+             "  committed results " + ("replaced by the rebuilt ones" if report["replaced"] else "kept as they were")]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -45,17 +45,34 @@ def _spec(smk) -> dict:
     return json.loads(smk.params.spec)
 
 
+CODE_PATHS = ("src", "workflow", "Snakefile")  # what makes a run: a change elsewhere (results/) is no dirt
+
+
 def git_commit(where: Path) -> str:
-    """The commit of the workflow's checkout (recorded in metrics.json; not a rerun trigger)."""
+    """The commit of the workflow's checkout, as recorded in metrics.json (not a rerun trigger).
+
+    ``<sha>`` when the code (:data:`CODE_PATHS`) is as committed. Otherwise ``<sha>-dirty+<hash>``,
+    ``<hash>`` the first 16 hex digits of the sha256 of ``git diff HEAD -- src workflow Snakefile``
+    (tracked files), so the exact code can be found again from a saved diff or stash. Results being
+    rewritten while a study runs do not make the code dirty.
+    """
+    import hashlib
     import subprocess
 
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(where), *args], capture_output=True)
+
     try:
-        out = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True)
-        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True).stdout.strip()
-        return (out.stdout.strip() + ("-dirty" if dirty else "")) or "unknown"
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return "unknown"
+        root = git("rev-parse", "--show-toplevel").stdout.decode().strip()
+        diff = subprocess.run(["git", "-C", root, "diff", "HEAD", "--binary", "--", *CODE_PATHS],
+                              capture_output=True).stdout
     except OSError:
         return "unknown"
+    sha = head.stdout.decode().strip()
+    return f"{sha}-dirty+{hashlib.sha256(diff).hexdigest()[:16]}" if diff else sha
 
 
 def _named(inputs, prefix: str) -> dict:

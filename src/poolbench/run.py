@@ -12,7 +12,9 @@ global config: the spec is what Snakemake compares to decide a rerun.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import platform
 import tempfile
 import time
@@ -32,16 +34,35 @@ from .pooling import POOLINGS
 from .train import (LiveData, TrainConfig, TrainingError, build_classifier, default_device, predict,
                     set_trainable_layers, train)
 
-PACKAGES = ("poolbench", "torch", "transformers", "numpy", "pandas", "scikit-learn", "snakemake")
+# Every package whose version can shape a run's numbers (constraints.txt pins them; README, "Reproducing
+# a run bit for bit").
+PACKAGES = ("poolbench", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pyarrow", "scipy",
+            "scikit-learn", "gguf", "snakemake")
+# The environment variables that choose the CPU kernels (instruction set) torch, oneDNN and MKL use.
+KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "OMP_NUM_THREADS",
+              "MKL_NUM_THREADS")
+
+
+def cpu_kernels() -> dict:
+    """Which CPU kernels this process computes with: torch's chosen capability and the settings that cap it.
+
+    Float results differ in their last bits between instruction sets (AVX-512 against AVX2), so a
+    bit-for-bit rebuild needs the same ``capability``; unset variables are recorded as None.
+    """
+    return {"capability": torch.backends.cpu.get_cpu_capability(), "machine": platform.machine(),
+            "mkldnn": torch.backends.mkldnn.is_available(), "mkl": torch.backends.mkl.is_available(),
+            **{name: os.environ.get(name) for name in KERNEL_ENV}}
 
 
 def package_versions() -> dict:
+    """The environment part of a run's record: python, :data:`PACKAGES` and the CPU kernels (``kernels``)."""
     out = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = None
+    out["kernels"] = cpu_kernels()
     return out
 
 
@@ -210,8 +231,8 @@ def load_init(model: torch.nn.Module, path: Path, spec: dict) -> dict:
     return {"weights": str(where), "run": RUN.format(**expected)}
 
 
-def _predict_checked(model, data, what: str) -> np.ndarray:
-    prob = predict(model, data)
+def _predict_checked(model, data, what: str, batch_size: int = 64) -> np.ndarray:
+    prob = predict(model, data, batch_size)
     if not np.isfinite(prob).all():  # never a silent coin-flip result from NaN scores
         raise TrainingError(f"{what}: {int((~np.isfinite(prob)).sum())} of {len(prob)} predictions are not "
                             f"finite (non-finite inputs or weights); nothing written")
@@ -285,27 +306,87 @@ def evaluate_one(*, spec: dict, model_dir: Path, weights: Path, dataset: Path, f
     return table
 
 
-def score_texts(spec: dict, model_dir: Path, weights: Path, texts: pd.DataFrame) -> np.ndarray:
+def text_window(spec: dict, model_dir: Path, truncation: str | None = None, max_len: int | None = None) -> tuple:
+    """(truncation, max_len) for scoring with a run: the run's own, or others within the model's limit."""
+    run = spec["run"]
+    truncation, max_len = truncation or run["truncation"], max_len or run["max_len"]
+    if truncation not in ("head", "tail", "head_tail"):
+        raise ValueError(f"truncation must be head, tail or head_tail, not {truncation!r}")
+    limit = spec.get("model", {}).get("max_positions")
+    if limit is None:  # a random or hub model without a declared limit: the backbone's own
+        limit = json.loads((Path(model_dir) / "config.json").read_text()).get("max_position_embeddings")
+    if max_len < 2 or (limit is not None and max_len > limit):
+        raise ValueError(f"--max-len {max_len} is outside {run['model']}'s limits (2 to {limit} tokens)")
+    return truncation, int(max_len)
+
+
+PREDICT_CACHE = "predict-cache/{model}/{truncation}-{max_len}/{key}"  # under resources_dir
+
+
+def predict_cache_dir(root: Path, spec: dict, texts: list[str], truncation: str, max_len: int) -> Path:
+    """The feature cache of ``texts`` under ``root`` (resources/), shared by every run of one backbone and window.
+
+    The key hashes the texts, in order, with what else makes the cached states: the backbone's spec
+    and the cached layers and dtype. So two runs of one backbone scoring one file run it once.
+    """
+    from .config import canonical
+
+    digest = hashlib.sha256(canonical({"model": spec.get("model", spec["run"]["model"]), "cache": {
+        k: spec["cache"][k] for k in ("layers", "dtype")}}).encode())
+    for text in texts:
+        digest.update(len(text.encode()).to_bytes(8, "little") + text.encode())
+    return Path(root) / PREDICT_CACHE.format(model=spec["run"]["model"], truncation=truncation, max_len=max_len,
+                                             key=digest.hexdigest()[:32])
+
+
+def _prune_empty(folder: Path, root: Path) -> None:
+    """Remove ``folder`` and its parents while they are empty, up to and excluding ``root``."""
+    for path in [folder, *folder.parents]:
+        if path == root or not path.is_relative_to(root) or not path.is_dir() or any(path.iterdir()):
+            return
+        path.rmdir()
+
+
+def score_texts(spec: dict, model_dir: Path, weights: Path, texts: pd.DataFrame, *, truncation: str | None = None,
+                max_len: int | None = None, batch_size: int | None = None, cache_root: Path | None = None,
+                log=None) -> np.ndarray:
     """P(positive) for ``texts`` (a ``text`` column) from a trained run, through the run's own path.
 
-    Regimes that train from cached states get a cache of these texts first (in a temporary
-    folder), so a prediction goes through exactly the computation the pipeline evaluated.
+    Regimes that train from cached states get a cache of these texts first, so a prediction goes
+    through exactly the computation the pipeline evaluated. With ``cache_root`` the cache is kept
+    there (:func:`predict_cache_dir`) and reused by later calls; without it, it lives in a temporary
+    folder. ``truncation`` / ``max_len`` default to the run's (:func:`text_window`); ``batch_size``
+    (texts per batch) to the pipeline's (the cache's token budget, 64 for the head). ``log(msg)``
+    hears whether the cache was built or reused.
     """
     from .features import extract
 
+    run = spec["run"]
+    truncation, max_len = text_window(spec, model_dir, truncation, max_len)
     key = ("input", "test")
     frame = texts[["text"]].assign(id=[str(i) for i in range(len(texts))], label=0)
-    run = spec["run"]
+    batch_tokens = batch_size * max_len if batch_size else spec.get("cache", {}).get("max_batch_tokens", 8192)
+    window_spec = {**spec, "run": {**run, "truncation": truncation, "max_len": max_len}}
     with tempfile.TemporaryDirectory() as tmp:
         features = {}
         if reads_cache(spec["kind"]):
-            backbone = load_backbone(Path(model_dir)).to(default_device())
-            extract(frame, backbone, load_tokenizer(Path(model_dir)), Path(tmp) / "cache", truncation=run["truncation"],
-                    max_len=run["max_len"], layers=spec["cache"]["layers"], dtype=spec["cache"]["dtype"],
-                    model_name=run["model"])
-            features[key] = Path(tmp) / "cache"
-        model, data = build(spec, Path(model_dir), {key: frame}, features)
+            where = (predict_cache_dir(cache_root, spec, frame["text"].tolist(), truncation, max_len) if cache_root
+                     else Path(tmp) / "cache")
+            if (where / "info.json").is_file():
+                (log or (lambda m: None))(f"reused the feature cache {where}")
+            else:
+                backbone = load_backbone(Path(model_dir)).to(default_device())
+                try:
+                    extract(frame, backbone, load_tokenizer(Path(model_dir)), where, truncation=truncation,
+                            max_len=max_len, layers=spec["cache"]["layers"], dtype=spec["cache"]["dtype"],
+                            model_name=run["model"], max_batch_tokens=batch_tokens)
+                except BaseException:  # failed or interrupted: no empty folders left above the cache either
+                    if cache_root:
+                        _prune_empty(where.parent, Path(cache_root))
+                    raise
+                del backbone
+                (log or (lambda m: None))(f"built the feature cache {where}")
+            features[key] = where
+        model, data = build(window_spec, Path(model_dir), {key: frame}, features)
         load_weights(model, Path(weights), spec)
-        return _predict_checked(model, data[key], f"{run['model']}/{run['pooling']}")
-
-
+        return _predict_checked(model, data[key], f"{run['model']}/{run['pooling']}", batch_size or 64)

@@ -190,9 +190,10 @@ def asked_for(run):
     settings = workflow.dag_settings
     if settings.forceall or "train" in settings.forcerun or "evaluate" in settings.forcerun:
         return True
-    folder = R(paths.RUN, **run.wildcards())
-    names = {str(t) for t in [*settings.targets, *settings.forcerun]}
-    return any(folder in name for name in names)
+    # the run's results folder, or its weights folder (the README's and `poolbench rebuild`'s target)
+    folders = (R(paths.RUN, **run.wildcards()), S(f"weights/{paths.RUN}", **run.wildcards()))
+    names = {os.path.normpath(str(t)) for t in [*settings.targets, *settings.forcerun]}
+    return any(name == f or name.startswith(f + "/") for f in map(os.path.normpath, folders) for name in names)
 
 
 @functools.cache
@@ -210,7 +211,7 @@ def resource_inputs(run, inputs, retrains=False):
     its date; what a run depends on is in its spec param. A run whose committed results are current
     and whose inputs were never built here (a fresh clone) gets none of them, so building them for
     other runs does not pull it in either; name it on the command line to rebuild it (its weights,
-    say: `snakemake --cores all resources/weights/<run>/model.safetensors`). ``retrains``: the run's
+    say: `poolbench rebuild results/runs/<run>`). ``retrains``: the run's
     job will run anyway (a frozen run whose missing weights another run starts from), so it gets
     all of its inputs.
     """

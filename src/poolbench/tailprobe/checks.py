@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -182,6 +183,17 @@ def check_truncation(probe: dict[str, pd.DataFrame], tokenizers: dict, cfg: dict
     return out
 
 
+REPO = Path(__file__).resolve().parents[3]
+
+
+def portable_file(check: dict) -> dict:
+    """The audit check with its file named without this machine's folders: relative to the repository
+    when it is inside it, else by name (its sha256 is recorded beside it), so the checks file is the
+    same on every machine."""
+    path = Path(check["file"]).resolve()
+    return {**check, "file": path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else path.name}
+
+
 def run_checks(probe: dict[str, pd.DataFrame], train_reviews: pd.DataFrame, tokenizers: dict, cfg: dict) -> dict:
     """Every check (see the module docstring); never raises on a miss."""
     from .audit import check_audit
@@ -198,7 +210,7 @@ def run_checks(probe: dict[str, pd.DataFrame], train_reviews: pd.DataFrame, toke
         "truncation_bites": check_truncation(probe, tokenizers, cfg),
         "no_counter_verdicts": check_counter_verdicts(probe, models, cfg),
         "same_film": check_same_film(probe),
-        "read_and_counted": check_audit(probe, cfg),
+        "read_and_counted": portable_file(check_audit(probe, cfg)),
         "baselines": summarise(baseline_predictions(probe, train_reviews, imdb_model=model)),
     }
     build = {s: df.attrs.get("build") for s, df in probe.items() if df.attrs.get("build")}
