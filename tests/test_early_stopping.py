@@ -337,3 +337,20 @@ def test_run_one_without_the_keys_trains_as_today(tiny):
     train = record["train"]
     assert "evaluations" not in train and "search" not in train and "chosen" not in train
     assert len(train["epoch_loss"]) == 2 and train["steps"] == 2 * math.ceil(64 / 8)
+
+
+def test_curves_are_drawn_from_the_records(tiny, tmp_path):
+    from poolbench.curves import curves_table, plot_curves
+
+    early, _, _ = run(tiny, EARLY, tag="curves")
+    plain, _, _ = run(tiny, {"epochs": 1, "lr": 1e-3}, tag="curves-plain")
+    table = curves_table([early, plain])
+    assert set(table["series"]) == {"train_loss", "dev_loss", "dev_accuracy"}
+    assert set(table["regime"]) == {"topk"} and len(table.drop_duplicates(["model", "pooling", "seed"])) == 1
+    dev = table[table["series"] == "dev_loss"]
+    assert list(dev["step"]) == [e["step"] for e in early.train["evaluations"]]
+    assert (table["chosen_step"] == early.train["chosen"]["step"]).all()
+    out = plot_curves([early, plain], tmp_path / "curves.png")
+    assert out.equals(table) and (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no run among these records has training curves"):
+        plot_curves([plain], tmp_path / "none.png")
