@@ -354,3 +354,30 @@ def test_curves_are_drawn_from_the_records(tiny, tmp_path):
     assert out.equals(table) and (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no run among these records has training curves"):
         plot_curves([plain], tmp_path / "none.png")
+
+
+def test_the_new_regime_keys_pass_the_schema_and_resolve_per_model():
+    from snakemake.utils import validate
+
+    from poolbench.config import Run, check, run_spec
+    from poolbench.run import train_config
+
+    from conftest import REPO, load_config
+
+    cfg = load_config(REPO / "tests" / "configs" / "mini.yaml")
+    cfg["regimes"]["finetune"].update(dev_fraction=0.1, patience=3, eval_every=20, log_every=5,
+                                      lr_grid={"random-bert": [3e-5, 1e-5], "random-llama": [1e-4]})
+    validate(cfg, str(REPO / "workflow" / "config" / "schema.yaml"))
+    check(cfg)
+    spec = run_spec(cfg, Run("imdb", "random-bert", "finetune", "tail", 64, "cls", 0))
+    tc = train_config(spec)
+    assert (tc.dev_fraction, tc.patience, tc.eval_every, tc.log_every, tc.lr_grid) == (0.1, 3, 20, 5, (1e-5, 3e-5))
+    del cfg["regimes"]["finetune"]["lr_grid"]["random-bert"]
+    with pytest.raises(ValueError, match="regimes.finetune.lr_grid names no learning rates for model 'random-bert'"):
+        train_config(run_spec(cfg, Run("imdb", "random-bert", "finetune", "tail", 64, "cls", 0)))
+    cfg["regimes"]["frozen"]["dev_fraction"] = 0.1
+    with pytest.raises(ValueError, match="regimes.frozen: dev_fraction is for fine-tuned regimes"):
+        train_config(run_spec(cfg, Run("imdb", "random-bert", "frozen", "head", 64, "mean", 0)))
+    cfg["regimes"]["finetune"]["dev_fraction"] = 1.5
+    with pytest.raises(Exception, match="dev_fraction"):
+        validate(cfg, str(REPO / "workflow" / "config" / "schema.yaml"))

@@ -73,14 +73,18 @@ def predictions_table(examples: pd.DataFrame, prob: np.ndarray) -> pd.DataFrame:
 
 def train_config(spec: dict) -> TrainConfig:
     """The run's TrainConfig from its regime settings (absent keys: the dataclass defaults)."""
-    regime = spec["regime"]
+    regime, name, model = spec["regime"], spec["run"]["regime"], spec["run"]["model"]
+    settings = {k: v for k, v in regime.items() if k in TrainConfig.__dataclass_fields__}
+    if isinstance(settings.get("lr_grid"), dict):  # {model: [lr, ...]}: a grid per model
+        if model not in settings["lr_grid"]:
+            raise ValueError(f"regimes.{name}.lr_grid names no learning rates for model {model!r}")
+        settings["lr_grid"] = settings["lr_grid"][model]
     try:
-        cfg = TrainConfig(**{k: v for k, v in regime.items() if k in TrainConfig.__dataclass_fields__},
-                          options={spec["pooling"]["name"]: spec["pooling"]["options"]})
+        cfg = TrainConfig(**settings, options={spec["pooling"]["name"]: spec["pooling"]["options"]})
     except ValueError as exc:
-        raise ValueError(f"regimes.{spec['run']['regime']}: {exc}") from None
+        raise ValueError(f"regimes.{name}: {exc}") from None
     if spec["kind"] == "frozen" and cfg.dev_fraction is not None:
-        raise ValueError(f"regimes.{spec['run']['regime']}: dev_fraction is for fine-tuned regimes (topk, finetune); "
+        raise ValueError(f"regimes.{name}: dev_fraction is for fine-tuned regimes (topk, finetune); "
                          f"a frozen regime holds out head.val_fraction instead")
     return cfg
 
