@@ -300,10 +300,12 @@ def lr_search(model: Classifier, train_data, cfg: TrainConfig, *, val_fraction: 
     """
     fit_rows, val_rows = stratified_split(np.asarray(train_data.labels), val_fraction, seed)
     fit_data, val_data = Rows(train_data, fit_rows), Rows(train_data, val_rows)
-    initial = copy.deepcopy(model.state_dict())
+    several = len(lr_grid) > 1  # one lr: train() already ends in its best state, no copies needed
+    initial = copy.deepcopy(model.state_dict()) if several else None
     runs, best, best_state = [], None, None
-    for lr in lr_grid:
-        model.load_state_dict(initial)
+    for i, lr in enumerate(lr_grid):
+        if i:
+            model.load_state_dict(initial)
         torch.manual_seed(seed)
         try:
             out = train(model, fit_data, replace(cfg, lr=lr), seed, desc=f"{desc} lr={lr:g}", val=val_data,
@@ -313,11 +315,12 @@ def lr_search(model: Classifier, train_data, cfg: TrainConfig, *, val_fraction: 
             continue
         runs.append({"lr": lr, **out})
         if best is None or out["best_val_loss"] < best["best_val_loss"]:
-            best, best_state = runs[-1], copy.deepcopy(model.state_dict())
+            best, best_state = runs[-1], copy.deepcopy(model.state_dict()) if several else None
     if best is None:
         raise TrainingError(f"{desc}: every learning rate of {list(lr_grid)} diverged: "
                             + "; ".join(r["error"] for r in runs))
-    model.load_state_dict(best_state)
+    if several:
+        model.load_state_dict(best_state)
     return {"best": best, "runs": runs, "fit_rows": fit_rows, "val_rows": val_rows}
 
 
