@@ -197,12 +197,23 @@ def side_recipe(a) -> dict:
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
-def _poolbench_cfg(a, trainable, lr):
+def _poolbench_cfg(a, trainable, lr, **early):
     from poolbench.train import TrainConfig
 
     return TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=lr, weight_decay=a.weight_decay, dropout=0.1,
                        warmup_ratio=a.warmup_ratio, trainable_layers=trainable, precision=a.run_precision,
-                       options={"layers_concat": {"layers": CACHE_LAYERS}})
+                       options={"layers_concat": {"layers": CACHE_LAYERS}}, **early)
+
+
+def _topk_cfg(a):
+    """The top-k runs' settings: their own epochs, batch size and lr; early stopping with --dev-fraction."""
+    from dataclasses import replace
+
+    cfg = replace(_poolbench_cfg(a, TOP_K, a.topk_lr), epochs=a.topk_epochs, batch_size=a.topk_batch_size)
+    if not a.dev_fraction:
+        return cfg
+    return replace(cfg, dev_fraction=a.dev_fraction, patience=a.patience, eval_every=a.eval_every,
+                   lr_grid=tuple(a.topk_lr_grid) if a.topk_lr_grid else None)
 
 
 def side_finetune(a) -> dict:
@@ -289,20 +300,37 @@ def side_topk(a) -> dict:
     train_data = FeatureSet(a.work / "cache" / f"{a.run_precision}-train", states=states)
     test_data = FeatureSet(a.work / "cache" / f"{a.run_precision}-test", states=states)
     torch.manual_seed(a.seed)
-    cfg = _poolbench_cfg(a, TOP_K, a.topk_lr)
+    cfg = _topk_cfg(a)
     device = torch.device(a.device)
     model = build_topk_classifier(a.pooling, "encoder", backbone, cfg, CACHE_LAYERS, device=device).to(device)
     del backbone  # the classifier holds only what trains
     gc.collect()
-    fit = train(model, train_data, cfg, a.seed, desc=f"poolbench top-{TOP_K} {a.pooling}")
+    desc = f"poolbench top-{TOP_K} {a.pooling}"
+    early = {}
+    if cfg.dev_fraction:  # early stopping on a dev split of train, over the lr grid: what run_one does
+        from poolbench.heads import fit_finetuned, stratified_split
+
+        fit = fit_finetuned(model, train_data, cfg, a.seed, desc=desc)
+        train_s, runs = fit["search_wall_s"], [r for r in fit["search"]["runs"] if "error" not in r]
+        fit_rows, _ = stratified_split(train_data.labels, cfg.dev_fraction, a.seed)
+        flops = computed = real = 0
+        for r in runs:  # every lr's training (dev evaluations not counted)
+            f, c = train_flops(train_data.lengths[fit_rows], r["stopped_epoch"], cfg.batch_size, a.seed, TOP_K,
+                               TOP_K, H)
+            flops, computed, real = flops + f, computed + c, real + r["train_tokens"]
+        early = {"chosen": fit["chosen"], "lrs": [r["lr"] for r in fit["search"]["runs"]],
+                 "steps": [r.get("steps") for r in runs], "stop_reasons": [r.get("stop_reason") for r in runs]}
+    else:
+        fit = train(model, train_data, cfg, a.seed, desc=desc)
+        train_s, real = fit["train_wall_s"], fit["train_tokens"]
+        flops, computed = train_flops(train_data.lengths, cfg.epochs, cfg.batch_size, a.seed, TOP_K, TOP_K, H)
     t = time.perf_counter()
     prob = predict(model, test_data)
     eval_s = time.perf_counter() - t
-    flops, computed = train_flops(train_data.lengths, a.epochs, a.batch_size, a.seed, TOP_K, TOP_K, H)
-    return {"train_s": fit["train_wall_s"], "eval_s": eval_s, "run_s": time.perf_counter() - start,
-            "accuracy": float(((prob >= 0.5) == test_data.labels).mean()), "real_tokens": fit["train_tokens"],
+    return {"train_s": train_s, "eval_s": eval_s, "run_s": time.perf_counter() - start,
+            "accuracy": float(((prob >= 0.5) == test_data.labels).mean()), "real_tokens": real,
             "computed_tokens": computed, "flops": flops, "threads": torch.get_num_threads(),
-            "precision_used": model.precision,
+            "precision_used": model.precision, **early,
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
@@ -436,7 +464,45 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def report(a, precision: str, peak: float, recipe: dict, fine: dict, cache: dict, topk: list[dict],
+def pooler_vs_recipe(a, precision: str, recipe_runs: list[dict], cache: dict, topk: list[dict]) -> dict | None:
+    """Issue 18's target: MiniLM's fine-tuned ``pooler`` (top-k from the cache, early-stopped when
+    --dev-fraction is set) against the seed recipe on the same reviews, seed for seed; accuracies as
+    mean +- SD over seeds and the ratio of the mean times per seed (recipe / poolbench)."""
+    import numpy as np
+
+    ours = [r for r in topk if r["pooling"] == "pooler"]
+    if not ours:
+        print(f"[{precision}] POOLER vs RECIPE: no top-{TOP_K} pooler run (add pooler to --grid-poolings)", flush=True)
+        return None
+    rec = [r["accuracy"] for r in recipe_runs]
+    our = [r["accuracy"] for r in ours]
+    (m_r, s_r), (m_o, s_o) = mean_sd(rec), mean_sd(our)
+    alone = lambda runs: [r["train_s"] for r in runs if not r.get("concurrent")]  # noqa: E731 (--acc-jobs: timed runs only)
+    t_r, t_o = float(np.mean(alone(recipe_runs))), float(np.mean(alone(ours)))
+    how = (f"early stopping on a {a.dev_fraction:g} dev split, at most {a.topk_epochs} epochs, patience "
+           f"{a.patience}, lr grid {a.topk_lr_grid or [a.topk_lr]}" if a.dev_fraction else
+           f"{a.topk_epochs} epochs, lr {a.topk_lr:g}, no dev split")
+    chosen = "; ".join(f"seed {r['seed']}: lr {r['chosen']['lr']:g}, step {r['chosen']['step']} "
+                       f"({r['chosen']['stop_reason']})" for r in ours if "chosen" in r)
+    sd = lambda x: "n/a" if np.isnan(x) else f"{x:.3f}"  # noqa: E731
+    print(f"[{precision}] POOLER vs RECIPE test accuracy ({a.test_size} reviews, trained on the same {a.train_size}): "
+          f"seed recipe (Trainer, all layers, {a.epochs} epochs x batch {a.batch_size}, lr {a.lr:g}) {m_r:.3f} +- {sd(s_r)} "
+          f"({', '.join(f'{x:.3f}' for x in rec)}; {len(rec)} seeds) vs poolbench top-{TOP_K} pooler from the cache "
+          f"(batch {a.topk_batch_size}, {how}) {m_o:.3f} +- {sd(s_o)} ({', '.join(f'{x:.3f}' for x in our)}; "
+          f"{len(our)} seeds): difference {100 * (m_o - m_r):+.1f} points (target >= 0: {verdict(m_o >= m_r)})",
+          flush=True)
+    if chosen:
+        print(f"[{precision}] POOLER chosen on dev: {chosen}", flush=True)
+    print(f"[{precision}] POOLER vs RECIPE time per seed (training loop, mean over the {len(alone(recipe_runs))} and "
+          f"{len(alone(ours))} seeds run alone; poolbench's includes every lr of its grid): "
+          f"recipe {t_r:.1f} s / poolbench {t_o:.1f} s = {t_r / t_o:.2f}x; charging "
+          f"poolbench the whole train-set cache build (one serves every seed and pooling) each seed: {t_r:.1f} / "
+          f"({t_o:.1f} + {cache['train_s']:.1f}) s = {t_r / (t_o + cache['train_s']):.2f}x", flush=True)
+    return {"recipe": rec, "pooler": our, "recipe_mean": m_r, "recipe_sd": s_r, "pooler_mean": m_o, "pooler_sd": s_o,
+            "recipe_train_s": t_r, "pooler_train_s": t_o, "time_ratio": t_r / t_o}
+
+
+def report(a, precision: str, peak: float, recipe: dict, fine: dict | None, cache: dict, topk: list[dict],
            acc: dict) -> None:
     import numpy as np
 
@@ -454,9 +520,10 @@ def report(a, precision: str, peak: float, recipe: dict, fine: dict, cache: dict
            f"{r['peak_rss_gb']:11.2f} {r['side_gemm']:9.1f}")
 
     row("seed recipe (Trainer, pad 128)", recipe)
-    row("poolbench finetune (pooler, all)", fine)
+    if fine is not None:
+        row("poolbench finetune (pooler, all)", fine)
     for r in topk:
-        row(f"poolbench top-{TOP_K} {r['pooling']} seed {r['seed']}", r)
+        row(f"poolbench top-{TOP_K} {r['pooling']} seed {r['seed']}{' *' if r.get('concurrent') else ''}", r)
     pr(f"{'poolbench cache (train + test)':<34} {cache['train_s']:8.1f} {cache['test_s']:7.1f} "
        f"{cache['run_s']:7.1f} {'':>8} {'':>8} {'':>7} {cache['train_tokens'] / cache['train_forward_s']:10.0f} "
        f"{cache['peak_rss_gb']:11.2f} {cache['side_gemm']:9.1f}   (train s / eval s: tokenising + forward of the train / test set; forward "
@@ -465,18 +532,19 @@ def report(a, precision: str, peak: float, recipe: dict, fine: dict, cache: dict
        "the shared machine was meanwhile); 'normalised' ratios multiply each time by it")
     pr("train s: the training loop (Trainer.train / poolbench.train.train); eval s: test-set predictions; run s: "
        "the side's whole run after imports (tokenising, model load, training, test predictions)")
-    pr(f"computed tokens per epoch: recipe {recipe['computed_tokens'] // a.epochs}, poolbench "
-       f"{fine['computed_tokens'] // a.epochs} (real {fine['real_tokens'] // a.epochs}); threads: recipe "
-       f"{recipe['threads']}, poolbench {fine['threads']}; trainable params: recipe {recipe['trainable_params']:,}, "
-       f"finetune {fine['trainable_params']:,}, top-{TOP_K} {topk[0]['trainable_params']:,}")
+    if fine is not None:  # poolbench's full fine-tuning (skipped with --skip-full)
+        pr(f"computed tokens per epoch: recipe {recipe['computed_tokens'] // a.epochs}, poolbench "
+           f"{fine['computed_tokens'] // a.epochs} (real {fine['real_tokens'] // a.epochs}); threads: recipe "
+           f"{recipe['threads']}, poolbench {fine['threads']}; trainable params: recipe {recipe['trainable_params']:,}, "
+           f"finetune {fine['trainable_params']:,}, top-{TOP_K} {topk[0]['trainable_params']:,}")
 
-    r_ft = recipe["train_s"] / fine["train_s"]
-    pr(f"RATIO full fine-tuning, training loop (measured): recipe {recipe['train_s']:.1f} s / poolbench "
-       f"{fine['train_s']:.1f} s = {r_ft:.2f}x  (target >= 1.00: {verdict(r_ft >= 1.0)}); normalised "
-       f"{normalised(recipe, fine):.2f}x")
-    r_ft_run = recipe["run_s"] / fine["run_s"]
-    pr(f"RATIO full fine-tuning, whole run incl. tokenising, loading, test predictions (measured): "
-       f"{recipe['run_s']:.1f} s / {fine['run_s']:.1f} s = {r_ft_run:.2f}x")
+        r_ft = recipe["train_s"] / fine["train_s"]
+        pr(f"RATIO full fine-tuning, training loop (measured): recipe {recipe['train_s']:.1f} s / poolbench "
+           f"{fine['train_s']:.1f} s = {r_ft:.2f}x  (target >= 1.00: {verdict(r_ft >= 1.0)}); normalised "
+           f"{normalised(recipe, fine):.2f}x")
+        r_ft_run = recipe["run_s"] / fine["run_s"]
+        pr(f"RATIO full fine-tuning, whole run incl. tokenising, loading, test predictions (measured): "
+           f"{recipe['run_s']:.1f} s / {fine['run_s']:.1f} s = {r_ft_run:.2f}x")
     top = topk[0]
     r_top = recipe["train_s"] / top["train_s"]
     pr(f"RATIO top-{TOP_K} ({top['pooling']}, seed {top['seed']}), training loop from the cache (measured): "
@@ -486,6 +554,9 @@ def report(a, precision: str, peak: float, recipe: dict, fine: dict, cache: dict
     pr(f"RATIO top-{TOP_K} incl. building the train-set cache (tokenising + forward; measured; one cache serves the "
        f"whole grid): "
        f"{recipe['train_s']:.1f} s / ({top['train_s']:.1f} + {cache['train_s']:.1f}) s = {r_top_cache:.2f}x")
+    if any(r.get("concurrent") for r in topk):
+        pr("* run beside other sides (--acc-jobs): its times are not used in any ratio")
+    topk_all, topk = topk, [r for r in topk if not r.get("concurrent")]
     per_run = sum(r["run_s"] for r in topk) / len(topk)
     grid = cache["run_s"] + GRID_RUNS * per_run
     seed_grid = GRID_RUNS * recipe["run_s"]
@@ -499,9 +570,11 @@ def report(a, precision: str, peak: float, recipe: dict, fine: dict, cache: dict
        f"{GRID_RUNS} x {recipe['run_s']:.1f} s = {seed_grid:.0f} s / poolbench cache {cache['run_s']:.1f} s + "
        f"{GRID_RUNS} x {per_run:.1f} s = {grid:.0f} s: {r_grid:.2f}x  (target >= 3: {verdict(r_grid >= 3)}); normalised "
        f"{grid_normalised:.2f}x")
-    top_acc = ", ".join(f"{r['pooling']}/s{r['seed']} {r['accuracy']:.3f}" for r in topk)
+    top_acc = ", ".join(f"{r['pooling']}/s{r['seed']} {r['accuracy']:.3f}" for r in topk_all)
     n = a.test_size
-    if len(acc["recipe"]) < 2:
+    if fine is None:
+        pr(f"top-{TOP_K} test accuracy: {top_acc}")
+    elif len(acc["recipe"]) < 2:
         diff = fine["accuracy"] - recipe["accuracy"]
         se = (2 * 0.25 / n) ** 0.5  # upper bound on the SE of a difference of two accuracies on n examples
         pr(f"ACCURACY test ({n} reviews): recipe {recipe['accuracy']:.3f}, poolbench finetune {fine['accuracy']:.3f} "
@@ -517,17 +590,19 @@ def report(a, precision: str, peak: float, recipe: dict, fine: dict, cache: dict
            f"({', '.join(f'{x:.3f}' for x in acc['finetune'])}): difference {100 * (m_f - m_r):+.1f} points "
            f"(target within the larger seed SD, {100 * max(s_r, s_f):.1f}: {verdict(ok)}); top-{TOP_K}: {top_acc} "
            f"(lr {a.topk_lr:g})")
-    sides = [("recipe", recipe), ("finetune", fine), ("cache", cache)] + [(f"top-{TOP_K}", r) for r in topk]
+    sides = [(n_, r) for n_, r in (("recipe", recipe), ("finetune", fine), ("cache", cache)) if r is not None]
+    sides += [(f"top-{TOP_K}", r) for r in topk]
+    fixed = len(sides) - len(topk)
     worst = max(r["peak_rss_gb"] for _, r in sides)
     if a.device == "cuda":
         pr("MEMORY (cuda) peak GPU memory allocated per side (torch.cuda.max_memory_allocated, GB): "
-           + ", ".join(f"{n_} {r['peak_gpu_gb']:.2f}" for n_, r in sides[:3])
+           + ", ".join(f"{n_} {r['peak_gpu_gb']:.2f}" for n_, r in sides[:fixed])
            + f", top-{TOP_K} max {max(r['peak_gpu_gb'] for r in topk):.2f}; host peak RSS: "
-           + ", ".join(f"{n_} {r['peak_rss_gb']:.2f}" for n_, r in sides[:3])
+           + ", ".join(f"{n_} {r['peak_rss_gb']:.2f}" for n_, r in sides[:fixed])
            + f", top-{TOP_K} max {max(r['peak_rss_gb'] for r in topk):.2f}  (the < {MEMORY_LIMIT_GB:g} GB target "
            f"is the CPU setting's: not checked on cuda)")
         return
-    pr(f"MEMORY peak RSS per side (GB): " + ", ".join(f"{n_} {r['peak_rss_gb']:.2f}" for n_, r in sides[:3])
+    pr(f"MEMORY peak RSS per side (GB): " + ", ".join(f"{n_} {r['peak_rss_gb']:.2f}" for n_, r in sides[:fixed])
        + f", top-{TOP_K} max {max(r['peak_rss_gb'] for r in topk):.2f}  (target < {MEMORY_LIMIT_GB:g} GB each: "
        f"{verdict(worst < MEMORY_LIMIT_GB)})")
 
@@ -581,45 +656,58 @@ def parent(a) -> None:
         res["recipe"].append({**recipe, "seed": a.seed})
         save()
         print(f"[{precision}] recipe done ({recipe['process_s']:.0f} s)", flush=True)
-        fine = spawn(a, "finetune", precision)
-        res["finetune"].append({**fine, "seed": a.seed})
-        save()
-        print(f"[{precision}] poolbench finetune done ({fine['process_s']:.0f} s)", flush=True)
-        acc = {"recipe": [recipe["accuracy"]], "finetune": [fine["accuracy"]]}
+        acc = {"recipe": [recipe["accuracy"]]}
+        fine = None
+        if not a.skip_full:
+            fine = spawn(a, "finetune", precision)
+            res["finetune"].append({**fine, "seed": a.seed})
+            save()
+            print(f"[{precision}] poolbench finetune done ({fine['process_s']:.0f} s)", flush=True)
+            acc["finetune"] = [fine["accuracy"]]
+        compared = ("recipe",) if a.skip_full else ("recipe", "finetune")
         if a.acc_jobs <= 1:
             for seed in range(a.seed + 1, a.seed + a.acc_seeds):  # accuracy only; timings are the first seed's
-                for side in ("recipe", "finetune"):
+                for side in compared:
                     r = spawn(a, side, precision, seed=seed)
                     acc[side].append(r["accuracy"])
                     res[side].append({**r, "seed": seed})
                     save()
-                print(f"[{precision}] recipe and poolbench finetune, seed {seed} done", flush=True)
+                print(f"[{precision}] {' and '.join(compared)}, seed {seed} done", flush=True)
         else:
             runs = [(side, precision, {"seed": seed}) for seed in range(a.seed + 1, a.seed + a.acc_seeds)
-                    for side in ("recipe", "finetune")]
+                    for side in compared]
             for (side, _, extra), r in zip(runs, spawn_many(a, runs)):
                 acc[side].append(r["accuracy"])
                 res[side].append({**r, "seed": extra["seed"], "concurrent": True})
             save()
-            print(f"[{precision}] recipe and poolbench finetune, seeds {a.seed + 1}..{a.seed + a.acc_seeds - 1} done",
+            print(f"[{precision}] {' and '.join(compared)}, seeds {a.seed + 1}..{a.seed + a.acc_seeds - 1} done",
                   flush=True)
         cache = res["cache"] = spawn(a, "cache", precision)
         save()
         print(f"[{precision}] poolbench cache done ({cache['process_s']:.0f} s)", flush=True)
         topk = res["topk"] = []
-        for seed in range(a.seed, a.seed + a.grid_seeds):
-            for pooling in a.grid_poolings:
-                r = spawn(a, "topk", precision, pooling=pooling, seed=seed)
-                r.update(pooling=pooling, seed=seed)
-                topk.append(r)
-                save()
-                print(f"[{precision}] poolbench top-{TOP_K} {pooling} seed {seed} done ({r['process_s']:.0f} s)",
-                      flush=True)
+        grid = [(pooling, seed) for seed in range(a.seed, a.seed + a.grid_seeds) for pooling in a.grid_poolings]
+        timed = grid if a.acc_jobs <= 1 else grid[:len(a.grid_poolings)]  # the first seed's runs, one at a time
+        for pooling, seed in timed:
+            r = spawn(a, "topk", precision, pooling=pooling, seed=seed)
+            r.update(pooling=pooling, seed=seed)
+            topk.append(r)
+            save()
+            print(f"[{precision}] poolbench top-{TOP_K} {pooling} seed {seed} done ({r['process_s']:.0f} s)",
+                  flush=True)
+        if len(timed) < len(grid):  # the other seeds: accuracy only, --acc-jobs at a time
+            rest = [("topk", precision, {"pooling": p_, "seed": s_}) for p_, s_ in grid[len(timed):]]
+            for (_, _, extra), r in zip(rest, spawn_many(a, rest)):
+                topk.append({**r, **extra, "concurrent": True})
+            save()
+            print(f"[{precision}] poolbench top-{TOP_K}, seeds {a.seed + 1}..{a.seed + a.grid_seeds - 1} done "
+                  f"(concurrently: their timings are not reported)", flush=True)
         peak = max(peak, gemm_peak(precision, a.gemm_n, device=a.device))  # the machine is shared: the better of two
         res["gemm_peak"] = peak
         report(a, precision, peak, recipe, fine, cache, topk, acc)
         for pooling in a.grid_poolings:
             acc[f"top-{TOP_K} {pooling}"] = [r["accuracy"] for r in topk if r["pooling"] == pooling]
+        res["pooler_vs_recipe"] = pooler_vs_recipe(a, precision, res["recipe"], cache, topk)
         res["accuracy"] = acc
         save()
     if all(p in results["precisions"] and "accuracy" in results["precisions"][p] for p in ("fp32", "bf16")):
@@ -640,9 +728,20 @@ def main(argv=None) -> None:
     ap.add_argument("--train-size", type=int, default=1000)
     ap.add_argument("--test-size", type=int, default=500)
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=4, help="batch size of the recipe and of full fine-tuning")
     ap.add_argument("--lr", type=float, default=2e-5, help="learning rate of the recipe and of full fine-tuning")
-    ap.add_argument("--topk-lr", type=float, default=1e-4, help="learning rate of the top-k runs")
+    ap.add_argument("--topk-lr", type=float, default=1e-4, help="learning rate of the top-k runs (without --topk-lr-grid)")
+    ap.add_argument("--topk-epochs", type=int, default=None,
+                    help="epochs of the top-k runs (with --dev-fraction: the most they train; default --epochs)")
+    ap.add_argument("--topk-batch-size", type=int, default=8, help="batch size of the top-k runs (the study's)")
+    ap.add_argument("--dev-fraction", type=float, default=0.1,
+                    help="top-k runs: stratified dev split of train for early stopping (0: none, train --topk-epochs)")
+    ap.add_argument("--patience", type=int, default=2, help="top-k runs: dev evaluations without improvement")
+    ap.add_argument("--eval-every", type=int, default=None, help="top-k runs: steps between dev evaluations "
+                    "(default: every epoch)")
+    ap.add_argument("--topk-lr-grid", default="", help="top-k runs: learning rates tried on dev (comma-separated; "
+                    "default: --topk-lr alone)")
+    ap.add_argument("--skip-full", action="store_true", help="skip poolbench's full fine-tuning side")
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--warmup-ratio", type=float, default=0.1)
     ap.add_argument("--max-len", type=int, default=128)
@@ -682,13 +781,20 @@ def main(argv=None) -> None:
         ap.error(f"--work {a.work} is inside the repository; choose a folder outside it")
     a.model_dir = (a.model_dir or a.work / "models" / MODEL).resolve()
     a.grid_poolings = [p for p in str(a.grid_poolings).split(",") if p]
+    a.topk_lr_grid = [float(x) for x in str(a.topk_lr_grid).split(",") if x]
+    a.topk_epochs = a.topk_epochs or a.epochs
     if a.side:
         run_side_here(a)
         return
     a.forward = ["--work", str(a.work), "--model-dir", str(a.model_dir), "--epochs", str(a.epochs), "--batch-size", str(a.batch_size),
                  "--lr", repr(a.lr), "--topk-lr", repr(a.topk_lr), "--weight-decay", repr(a.weight_decay),
                  "--warmup-ratio", repr(a.warmup_ratio), "--max-len", str(a.max_len), "--threads", str(a.threads),
-                 "--train-size", str(a.train_size), "--test-size", str(a.test_size)]
+                 "--train-size", str(a.train_size), "--test-size", str(a.test_size),
+                 "--topk-epochs", str(a.topk_epochs), "--topk-batch-size", str(a.topk_batch_size),
+                 "--dev-fraction", repr(a.dev_fraction), "--patience", str(a.patience),
+                 "--topk-lr-grid", ",".join(repr(x) for x in a.topk_lr_grid)]
+    if a.eval_every:
+        a.forward += ["--eval-every", str(a.eval_every)]
     a.forward += ["--seed", str(a.seed)]
     if a.device != "cpu":
         a.forward += ["--device", a.device]

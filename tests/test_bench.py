@@ -37,6 +37,11 @@ def test_bench_finetune_quick_prints_ratios(bundled, data_dir, tmp_path):
     memory = re.search(r"\[fp32\] MEMORY peak RSS per side \(GB\): recipe ([0-9.]+), finetune ([0-9.]+)", out)
     assert memory and 0 < float(memory.group(1)) < 4 and 0 < float(memory.group(2)) < 4
     assert "% peak" in out and "GEMM peak" in out
+    # issue 18: the top-2 pooler, early-stopped on a dev split of the same reviews, against the recipe
+    assert re.search(r"\[fp32\] POOLER vs RECIPE test accuracy \(16 reviews, trained on the same 16\): seed recipe "
+                     r".* [01]\.[0-9]{3} \+- n/a .* vs poolbench top-2 pooler .*early stopping on a 0\.1 dev split", out)
+    assert re.search(r"\[fp32\] POOLER chosen on dev: seed 42: lr 0\.0001, step [0-9]+ \((patience|max_epochs)\)", out)
+    assert re.search(r"\[fp32\] POOLER vs RECIPE time per seed .* = " + NUMBER, out)
     assert not list(REPO.glob("trainer*")), "the benchmark must not write into the repository"
     print(f"bench_finetune --quick: {wall:.0f} s")
 

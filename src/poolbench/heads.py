@@ -293,46 +293,99 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return np.sort(fit), np.sort(val)
 
 
-def fit_learned_head(model: Classifier, train_data, cfg: TrainConfig, head_cfg: HeadConfig | None = None,
-                     seed: int = 0, desc: str = "train") -> dict:
-    """Learned pooling: train on a stratified part of train for each lr of the grid; keep the
-    (lr, epoch) state with the lowest validation loss (early stopping)."""
-    head_cfg = head_cfg or HeadConfig()
-    start, cpu0 = time.perf_counter(), time.process_time()
-    fit_rows, val_rows = stratified_split(np.asarray(train_data.labels), head_cfg.val_fraction, seed)
+def lr_search(model: Classifier, train_data, cfg: TrainConfig, *, val_fraction: float, lr_grid, patience: int | None,
+              seed: int, eval_every: int | None = None, desc: str = "train") -> dict:
+    """Early stopping over a learning-rate grid, judged on a held-out part of train only.
+
+    A stratified ``val_fraction`` of ``train_data`` (drawn with ``seed``) is held out; for each lr of
+    ``lr_grid`` the model restarts from its initial state (and ``torch.manual_seed(seed)``), trains on
+    the rest with :func:`poolbench.train.train` (validation every epoch or every ``eval_every`` steps,
+    ``patience``) and keeps its best evaluation. The lr whose best validation loss is lowest wins;
+    the model ends in that state. A diverging lr is recorded, not fatal, unless every lr diverges.
+    Nothing but ``train_data`` is seen: a test set cannot influence the choice.
+
+    Returns {"best": the winning lr's record, "runs": one record per lr, "fit_rows", "val_rows"}.
+    """
+    fit_rows, val_rows = stratified_split(np.asarray(train_data.labels), val_fraction, seed)
     fit_data, val_data = Rows(train_data, fit_rows), Rows(train_data, val_rows)
-    initial = copy.deepcopy(model.state_dict())
+    several = len(lr_grid) > 1  # one lr: train() already ends in its best state, no copies needed
+    initial = copy.deepcopy(model.state_dict()) if several else None
     runs, best, best_state = [], None, None
-    for lr in head_cfg.lr_grid:
-        model.load_state_dict(initial)
+    for i, lr in enumerate(lr_grid):
+        if i:
+            model.load_state_dict(initial)
         torch.manual_seed(seed)
         try:
             out = train(model, fit_data, replace(cfg, lr=lr), seed, desc=f"{desc} lr={lr:g}", val=val_data,
-                        patience=head_cfg.patience)
+                        patience=patience, eval_every=eval_every)
         except TrainingError as exc:  # a diverging lr is a result of the grid, not a failed job
             runs.append({"lr": lr, "error": str(exc)})
             continue
         runs.append({"lr": lr, **out})
         if best is None or out["best_val_loss"] < best["best_val_loss"]:
-            best, best_state = runs[-1], copy.deepcopy(model.state_dict())
+            best, best_state = runs[-1], copy.deepcopy(model.state_dict()) if several else None
     if best is None:
-        raise TrainingError(f"{desc}: every learning rate of {list(head_cfg.lr_grid)} diverged: "
+        raise TrainingError(f"{desc}: every learning rate of {list(lr_grid)} diverged: "
                             + "; ".join(r["error"] for r in runs))
-    model.load_state_dict(best_state)
+    if several:
+        model.load_state_dict(best_state)
+    return {"best": best, "runs": runs, "fit_rows": fit_rows, "val_rows": val_rows}
+
+
+def fit_learned_head(model: Classifier, train_data, cfg: TrainConfig, head_cfg: HeadConfig | None = None,
+                     seed: int = 0, desc: str = "train") -> dict:
+    """Learned pooling: train on a stratified part of train for each lr of the grid; keep the
+    (lr, epoch) state with the lowest validation loss (early stopping, :func:`lr_search`)."""
+    head_cfg = head_cfg or HeadConfig()
+    start, cpu0 = time.perf_counter(), time.process_time()
+    search = lr_search(model, train_data, cfg, val_fraction=head_cfg.val_fraction, lr_grid=head_cfg.lr_grid,
+                       patience=head_cfg.patience, seed=seed, desc=desc)
+    best, runs = search["best"], search["runs"]
     p_train = predict(model, train_data)
     return {
         "method": "sgd_early_stopping",
         "chosen": {"lr": best["lr"], "epoch": best["best_epoch"], "val_loss": best["best_val_loss"],
-                   "val_accuracy": best["val_accuracy"][best["best_epoch"] - 1]},
+                   "val_accuracy": best["best_val_accuracy"]},
         "train_loss": cross_entropy(train_data.labels, p_train),
-        "cv": {"val_fraction": head_cfg.val_fraction, "fit_examples": len(fit_rows), "val_examples": len(val_rows),
-               "seed": seed, "lr_grid": list(head_cfg.lr_grid), "patience": head_cfg.patience,
-               "criterion": "lowest validation cross-entropy over (lr, epoch)", "runs": runs},
+        "cv": {"val_fraction": head_cfg.val_fraction, "fit_examples": len(search["fit_rows"]),
+               "val_examples": len(search["val_rows"]), "seed": seed, "lr_grid": list(head_cfg.lr_grid),
+               "patience": head_cfg.patience, "criterion": "lowest validation cross-entropy over (lr, epoch)",
+               "runs": runs},
         "reference": None,
         "epoch_loss": best["epoch_loss"],
         "wall_s": time.perf_counter() - start,
         "cpu_s": time.process_time() - cpu0,
         "precision": best.get("precision", getattr(model, "precision", "fp32")),
+    }
+
+
+def fit_finetuned(model: Classifier, train_data, cfg: TrainConfig, seed: int = 0, desc: str = "train") -> dict:
+    """A fine-tuned regime (topk, finetune) with ``cfg.dev_fraction``: early stopping on a dev split of
+    train over ``cfg.lr_grid`` (or ``cfg.lr`` alone), through the same :func:`lr_search` as the learned heads.
+
+    The record keeps the keys of a plain :func:`poolbench.train.train` record for the chosen lr (loss
+    curves, timings, ``evaluations``, ``best_step``, ``stop_reason``), plus ``chosen`` and ``search``.
+    """
+    if cfg.dev_fraction is None:
+        raise ValueError("fit_finetuned needs cfg.dev_fraction (the dev split early stopping is judged on)")
+    start, cpu0 = time.perf_counter(), time.process_time()
+    grid = cfg.lr_grid or (cfg.lr,)
+    search = lr_search(model, train_data, cfg, val_fraction=cfg.dev_fraction, lr_grid=grid, patience=cfg.patience,
+                       eval_every=cfg.eval_every, seed=seed, desc=desc)
+    best = search["best"]
+    return {
+        **{k: v for k, v in best.items() if k != "lr"},
+        "method": "early_stopping",
+        "chosen": {"lr": best["lr"], "step": best["best_step"], "epoch": best["best_epoch"],
+                   "dev_loss": best["best_val_loss"], "dev_accuracy": best["best_val_accuracy"],
+                   "stop_reason": best["stop_reason"]},
+        "search": {"dev_fraction": cfg.dev_fraction, "fit_examples": len(search["fit_rows"]),
+                   "dev_examples": len(search["val_rows"]), "seed": seed, "lr_grid": list(grid),
+                   "max_epochs": cfg.epochs, "patience": cfg.patience, "eval_every": cfg.eval_every or "epoch",
+                   "criterion": "lowest dev cross-entropy over (lr, evaluation); test never seen",
+                   "runs": search["runs"]},
+        "search_wall_s": time.perf_counter() - start,
+        "search_cpu_s": time.process_time() - cpu0,
     }
 
 

@@ -5,6 +5,15 @@ Version history:
   2  adds ``schema_version``, ``spec`` (the canonical run spec the job got), ``precision``; transfer
      sets are scored by the ``evaluate`` rule into ``transfer-<set>.parquet`` instead.
 Readers accept every version listed here and refuse others with a clear error.
+
+``train`` is the training record (free-form within a version; new keys only add to it). Every
+trained run has ``epoch_loss`` and, since early stopping for fine-tuned regimes, ``loss_curve``
+({every, step, loss}: mean training loss per ``every`` optimiser steps) and ``steps``. A fine-tuned
+run of a regime with ``dev_fraction`` (:func:`poolbench.heads.fit_finetuned`) adds
+``method: early_stopping``, ``evaluations`` (step, epoch, val_loss, val_accuracy: the dev split),
+``best_step``, ``stop_reason`` (patience | max_epochs), ``chosen`` (lr, step, epoch, dev_loss,
+dev_accuracy, stop_reason) and ``search`` (dev_fraction, fit/dev sizes, lr_grid, patience,
+eval_every, one record per lr in ``runs``). Records without these keys stay valid (version 2).
 """
 
 from __future__ import annotations

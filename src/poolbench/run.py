@@ -93,9 +93,21 @@ def predictions_table(examples: pd.DataFrame, prob: np.ndarray) -> pd.DataFrame:
 
 
 def train_config(spec: dict) -> TrainConfig:
-    regime = spec["regime"]
-    return TrainConfig(**{k: v for k, v in regime.items() if k in TrainConfig.__dataclass_fields__},
-                       options={spec["pooling"]["name"]: spec["pooling"]["options"]})
+    """The run's TrainConfig from its regime settings (absent keys: the dataclass defaults)."""
+    regime, name, model = spec["regime"], spec["run"]["regime"], spec["run"]["model"]
+    settings = {k: v for k, v in regime.items() if k in TrainConfig.__dataclass_fields__}
+    if isinstance(settings.get("lr_grid"), dict):  # {model: [lr, ...]}: a grid per model
+        if model not in settings["lr_grid"]:
+            raise ValueError(f"regimes.{name}.lr_grid names no learning rates for model {model!r}")
+        settings["lr_grid"] = settings["lr_grid"][model]
+    try:
+        cfg = TrainConfig(**settings, options={spec["pooling"]["name"]: spec["pooling"]["options"]})
+    except ValueError as exc:
+        raise ValueError(f"regimes.{name}: {exc}") from None
+    if spec["kind"] == "frozen" and cfg.dev_fraction is not None:
+        raise ValueError(f"regimes.{name}: dev_fraction is for fine-tuned regimes (topk, finetune); "
+                         f"a frozen regime holds out head.val_fraction instead")
+    return cfg
 
 
 def build(spec: dict, model_dir: Path, frames: dict, features: dict):
@@ -265,10 +277,14 @@ def run_one(*, spec: dict, model_dir: Path, datasets: dict, features: dict, metr
 
         fit = fit_head(model, data[(run["dataset"], "train")], data[(run["dataset"], "test")], train_config(spec),
                        HeadConfig.from_dict(spec["regime"].get("head")), run["seed"], desc=desc)
+    elif train_config(spec).dev_fraction is not None:  # early stopping on a dev split of train, lr grid
+        from .heads import fit_finetuned
+
+        fit = fit_finetuned(model, data[(run["dataset"], "train")], train_config(spec), run["seed"], desc=desc)
     else:
         fit = train(model, data[(run["dataset"], "train")], train_config(spec), run["seed"], desc=desc)
-        if init is not None:
-            fit["init_from"] = init
+    if init is not None:
+        fit["init_from"] = init
 
     test_key = (run["dataset"], "test")
     t0 = time.perf_counter()

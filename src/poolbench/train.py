@@ -51,7 +51,28 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     trainable_layers: int | str = 0      # finetune/topk: top layers that train ("all" = every layer, finetune)
     precision: str = "fp32"              # fp32 | bf16 | auto (bf16 autocast where the hardware has native bf16)
+    # Early stopping for the fine-tuned regimes (topk, finetune); every key opt-in. Without dev_fraction
+    # a run trains exactly `epochs` epochs on all of train, as before these keys existed.
+    dev_fraction: float | None = None    # stratified part of train held out (seeded) as the dev split
+    patience: int | None = None          # dev evaluations without a lower dev loss before stopping (None: never)
+    eval_every: int | None = None        # optimiser steps between dev evaluations (None: after every epoch)
+    lr_grid: tuple | None = None         # learning rates tried, each early-stopped; lowest dev loss wins (None: lr)
+    log_every: int = 10                  # optimiser steps per point of the recorded training-loss curve
     options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.lr_grid is not None:
+            self.lr_grid = tuple(sorted(float(v) for v in self.lr_grid))
+        if self.dev_fraction is None:
+            given = [k for k in ("patience", "eval_every", "lr_grid") if getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"regime setting(s) {given} need dev_fraction (the dev split they are judged on)")
+        elif not 0 < self.dev_fraction < 1:
+            raise ValueError(f"dev_fraction must lie strictly between 0 and 1, got {self.dev_fraction}")
+        for key in ("patience", "eval_every", "log_every"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
 
 
 class Classifier(nn.Module):
@@ -194,13 +215,26 @@ def build_topk_classifier(name: str, family: str, backbone: nn.Module, cfg: Trai
     return model
 
 
+def dev_scores(model: Classifier, val) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` on ``val``, from :func:`predict`'s probabilities."""
+    p = np.clip(predict(model, val), 1e-12, 1 - 1e-12)
+    y = np.asarray(val.labels)
+    return float(-np.mean(np.where(y == 1, np.log(p), np.log1p(-p)))), float(np.mean((p >= 0.5) == y))
+
+
 def train(model: Classifier, data, cfg: TrainConfig, seed: int, desc: str = "train", val=None,
-          patience: int | None = None) -> dict:
-    """Train ``model`` on ``data`` (FeatureSet or LiveData); returns loss curve and timing.
+          patience: int | None = None, eval_every: int | None = None) -> dict:
+    """Train ``model`` on ``data`` (FeatureSet or LiveData); returns loss curves and timing.
+
+    The record always holds ``epoch_loss`` (mean training loss per epoch) and ``loss_curve`` (mean
+    training loss over each ``cfg.log_every`` optimiser steps, with the step it ends at).
 
     With ``val`` (same kind of data), the validation loss and accuracy are measured after every
-    epoch, training stops after ``patience`` epochs without a lower validation loss, and the model
-    ends in the state of its best epoch (early stopping).
+    epoch, or every ``eval_every`` optimiser steps (and after the last), training stops after
+    ``patience`` evaluations without a lower validation loss, and the model ends in the state of its
+    best evaluation (early stopping). ``evaluations`` lists each (step, epoch, val loss, val accuracy),
+    ``best_step`` the step restored, ``stop_reason`` "patience" or "max_epochs". The learning-rate
+    schedule spans all ``cfg.epochs`` epochs, whether or not training stops early.
     """
     rng = np.random.default_rng(seed)
     device = next(model.parameters()).device
@@ -211,7 +245,20 @@ def train(model: Classifier, data, cfg: TrainConfig, seed: int, desc: str = "tra
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
     losses, tokens, start = [], 0, time.perf_counter()
-    val_loss, val_acc, best_epoch, best_state = [], [], 0, None
+    curve, window, step = {"every": cfg.log_every, "step": [], "loss": []}, [], 0
+    evals, best, best_state, stop = [], None, None, "max_epochs"
+
+    def evaluate(epoch: int) -> bool:
+        """Record a validation point; True when patience has run out."""
+        nonlocal best, best_state
+        loss, acc = dev_scores(model, val)
+        model.train()
+        evals.append({"step": step, "epoch": epoch, "val_loss": loss, "val_accuracy": acc})
+        if best is None or loss < evals[best]["val_loss"]:
+            best, best_state = len(evals) - 1, copy.deepcopy(model.state_dict())
+            return False
+        return patience is not None and len(evals) - 1 - best >= patience
+
     with tqdm(total=steps, desc=desc, unit="step", mininterval=10) as bar:
         for epoch in range(cfg.epochs):
             model.train()
@@ -231,24 +278,38 @@ def train(model: Classifier, data, cfg: TrainConfig, seed: int, desc: str = "tra
                 sched.step()
                 epoch_loss.append(loss.item())
                 tokens += int(batch["attention_mask"].sum())
+                step += 1
+                window.append(epoch_loss[-1])
+                if len(window) == cfg.log_every:
+                    curve["step"].append(step)
+                    curve["loss"].append(float(np.mean(window)))
+                    window = []
                 bar.update(1)
+                if val is not None and eval_every is not None and step % eval_every == 0 and step < steps:
+                    if evaluate(epoch + 1):
+                        stop = "patience"
+                        break
             losses.append(float(np.mean(epoch_loss)))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            if val is not None:  # early stopping: keep the state of the epoch with the lowest validation loss
-                p = np.clip(predict(model, val), 1e-12, 1 - 1e-12)
-                y = np.asarray(val.labels)
-                val_loss.append(float(-np.mean(np.where(y == 1, np.log(p), np.log1p(-p)))))
-                val_acc.append(float(np.mean((p >= 0.5) == y)))
-                if best_state is None or val_loss[-1] < val_loss[best_epoch - 1]:
-                    best_epoch, best_state = epoch + 1, copy.deepcopy(model.state_dict())
-                elif patience is not None and epoch + 1 - best_epoch >= patience:
+            if stop == "patience":
+                break
+            if val is not None and (eval_every is None or step == steps):  # per epoch, or the last step
+                if evaluate(epoch + 1):
+                    stop = "patience"
                     break
+    if window:
+        curve["step"].append(step)
+        curve["loss"].append(float(np.mean(window)))
     wall = time.perf_counter() - start
-    out = {"epoch_loss": losses, "train_wall_s": wall, "train_tokens": tokens, "train_tokens_per_s": tokens / wall}
+    out = {"epoch_loss": losses, "loss_curve": curve, "train_wall_s": wall, "train_tokens": tokens,
+           "train_tokens_per_s": tokens / wall, "steps": step}
     if val is not None:
         model.load_state_dict(best_state)
-        out.update(val_loss=val_loss, val_accuracy=val_acc, best_epoch=best_epoch,
-                   best_val_loss=val_loss[best_epoch - 1], stopped_epoch=len(losses))
+        chosen = evals[best]
+        out.update(val_loss=[e["val_loss"] for e in evals], val_accuracy=[e["val_accuracy"] for e in evals],
+                   evaluations=evals, best_index=best, best_step=chosen["step"], best_epoch=chosen["epoch"],
+                   best_val_loss=chosen["val_loss"], best_val_accuracy=chosen["val_accuracy"],
+                   stopped_epoch=len(losses), stop_reason=stop, patience=patience, eval_every=eval_every)
     return out
 
 
