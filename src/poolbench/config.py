@@ -335,6 +335,13 @@ def regime_settings(config: dict, run: Run) -> dict:
     from .topk import resolve_trainable_layers
 
     train["trainable_layers"] = resolve_trainable_layers(regime.get("trainable_layers", 0), run.model)
+    grid = train.get("lr_grid")
+    if isinstance(grid, dict):  # {model: [lr, ...]}
+        if run.model not in grid:
+            raise ConfigError(f"regimes.{run.regime}.lr_grid", f"names no learning rates for model {run.model!r}")
+        grid = grid[run.model]
+    if grid is not None:
+        train["lr_grid"] = sorted(float(lr) for lr in grid)
     if "init_from" in regime:
         train["init_from"] = regime["init_from"]
     return train
