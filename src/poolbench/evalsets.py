@@ -62,7 +62,7 @@ class EvalSet:
     splits: tuple[str, ...] = ("test",)  # splits ``export-data`` copies (a set that also trains has more)
     licence: str = ""
     summary: str = ""  # the cells table under results_dir (default summary/<name>_cells.csv)
-    datasheet_file: str = ""  # the datasheet under results_dir (default data/<NAME>.md)
+    datasheet_file: str = ""  # the datasheet under results_dir (default data/<name>.md)
     imdb_overlap: Callable[[str, pd.DataFrame], np.ndarray] | None = None  # (split, IMDB reviews) -> drop mask
     source: tuple[str, ...] = ()  # files under the data folder the loader reads
     sha256: dict = field(default_factory=dict)  # file -> expected sha256 (from the data folder's README)
@@ -74,7 +74,7 @@ class EvalSet:
         return self.summary or f"summary/{self.name}_cells.csv"
 
     def datasheet_path(self) -> str:
-        return self.datasheet_file or f"data/{self.name.upper()}.md"
+        return self.datasheet_file or f"data/{self.name}.md"
 
 
 REGISTRY: dict[str, EvalSet] = {}
