@@ -143,9 +143,24 @@ def stratified_subset(df: pd.DataFrame, n: int, seed: int, what: str) -> pd.Data
     return pd.concat(parts).sort_index()
 
 
-def imdb_subset(split: str, n: int, seed: int) -> pd.DataFrame:
-    """A fixed stratified IMDB subset in the pipeline's table format (id, text, label, rating)."""
-    df = stratified_subset(load_imdb(split), n, seed, f"IMDB {split}")
+EXCLUDE_STREAM = 1  # the replacement draws of an exclusion use the generator seeded by (seed, EXCLUDE_STREAM)
+
+
+def imdb_subset(split: str, n: int, seed: int, exclude=()) -> pd.DataFrame:
+    """A fixed stratified IMDB subset in the pipeline's table format (id, text, label, rating).
+
+    ``exclude`` (config ``datasets.imdb.exclude``; opt-in): evaluation sets whose texts come from IMDB
+    (:func:`poolbench.evalsets.imdb_overlap`). The subset is drawn as without it; each of its reviews
+    that such a set holds is then replaced by a review of the same label drawn from the rest, so the
+    subset keeps its size and balance and changes only where it must. Empty: today's subset exactly.
+    """
+    reviews = load_imdb(split)
+    df = stratified_subset(reviews, n, seed, f"IMDB {split}")
+    if exclude:
+        from .evalsets import imdb_overlap
+
+        df = replace_rows(reviews, df, imdb_overlap(list(exclude), split, reviews), seed,
+                          f"IMDB {split} without {', '.join(exclude)}")
     out = pd.DataFrame(
         {
             "id": [f"imdb-{split}-{i}-{l}" for i, l in zip(df["id"], df["label"])],
@@ -156,3 +171,22 @@ def imdb_subset(split: str, n: int, seed: int) -> pd.DataFrame:
     if "rating" in df.columns:
         out["rating"] = df["rating"].to_numpy()
     return out.reset_index(drop=True)
+
+
+def replace_rows(full: pd.DataFrame, subset: pd.DataFrame, excluded: np.ndarray, seed: int, what: str) -> pd.DataFrame:
+    """``subset`` (rows of ``full``, by index) with every row that ``excluded`` (a mask over ``full``)
+    marks replaced by a row of the same label from the rest of ``full``, drawn with ``(seed,
+    EXCLUDE_STREAM)``. Nothing excluded in ``subset``: ``subset`` unchanged."""
+    excluded = pd.Series(np.asarray(excluded, dtype=bool), index=full.index)
+    drop = excluded.loc[subset.index]
+    if not drop.any():
+        return subset
+    rng = np.random.default_rng([seed, EXCLUDE_STREAM])
+    keep, extra = subset[~drop.to_numpy()], []
+    for label in sorted(subset.loc[drop.to_numpy(), "label"].unique()):
+        k = int((subset.loc[drop.to_numpy(), "label"] == label).sum())
+        pool = full[(full["label"] == label) & ~excluded & ~full.index.isin(subset.index)]
+        if k > len(pool):
+            raise DataError(f"{what}: {k} reviews of label {label} to replace but only {len(pool)} left")
+        extra.append(pool.iloc[np.sort(rng.choice(len(pool), size=k, replace=False))])
+    return pd.concat([keep, *extra]).sort_index()
