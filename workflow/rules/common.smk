@@ -191,9 +191,9 @@ def asked_for(run):
     if settings.forceall or "train" in settings.forcerun or "evaluate" in settings.forcerun:
         return True
     # the run's results folder, or its weights folder (the README's and `poolbench rebuild`'s target)
-    folders = (R(paths.RUN, **run.wildcards()), S(f"weights/{paths.RUN}", **run.wildcards()))
-    names = {os.path.normpath(str(t)) for t in [*settings.targets, *settings.forcerun]}
-    return any(name == f or name.startswith(f + "/") for f in map(os.path.normpath, folders) for name in names)
+    folders = (Path(R(paths.RUN, **run.wildcards())), Path(S(f"weights/{paths.RUN}", **run.wildcards())))
+    names = {Path(os.path.normpath(str(t))) for t in [*settings.targets, *settings.forcerun]}
+    return any(name.is_relative_to(folder) for folder in folders for name in names)
 
 
 @functools.cache
