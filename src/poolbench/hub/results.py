@@ -9,7 +9,7 @@ Schema ``poolbench-score`` version 1 (in the spirit of lm-evaluation-harness and
      "eval_sets": [{name, split, version, rows, sha256, path}],
      "results": [{set, split, n, unit, units, metrics: {name: {value, ci_low, ci_high, n, ...}},
                   visible: {units, metrics}, verdict_kept: {kept, of, by_cell}, cells: [...], warnings: [...]}],
-     "invariance": [{set, condition, n, flips, max_abs_dp, mean_abs_dp}] or null,
+     "invariance": [{set, condition, n, flips, max_abs_dp, mean_abs_dp, note}] or null (null values: not run),
      "warnings": [...]}
 
 ``results`` is a list with one entry per evaluation set, so a new set adds an entry and changes
@@ -52,16 +52,16 @@ def document(model: dict, settings: dict, eval_sets: list[dict], reports: list[d
              invariance: pd.DataFrame | None) -> dict:
     from .. import __version__
 
-    inv = None if invariance is None else invariance[["set", "condition", "n", "flips", "max_abs_dp",
-                                                      "mean_abs_dp"]].to_dict("records")
+    inv = None if invariance is None else _plain(invariance[["set", "condition", "n", "flips", "max_abs_dp",
+                                                      "mean_abs_dp", "note"]].to_dict("records"))
     warnings = [w for r in reports for w in r["warnings"]]
     if inv:
         warnings += [f"{r['set']}: {r['flips']} of {r['n']} predictions flip under {r['condition']} "
                      f"(max |ΔP| {r['max_abs_dp']:.3g}); the model depends on how it is fed" for r in inv if r["flips"]]
-    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+    return _plain({"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "poolbench_version": __version__, "packages": package_versions(), "model": model, "settings": settings,
-            "eval_sets": eval_sets, "results": reports, "invariance": inv, "warnings": warnings}
+            "eval_sets": eval_sets, "results": reports, "invariance": inv, "warnings": warnings})
 
 
 def _plain(x):

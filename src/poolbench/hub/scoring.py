@@ -188,24 +188,34 @@ class HFClassifier:
 
 
 def invariance(clf: HFClassifier, texts: list[str], batch_size: int = 32) -> pd.DataFrame:
-    """Re-score ``texts`` under what must not matter; one row per condition: flips (predicted class changed)
-    and the largest |ΔP(positive)| against right padding with the run's batch size.
+    """Re-score ``texts`` where the answer must not change; one row per condition: flips (predicted class
+    changed) and the largest |ΔP(positive)| against each text scored alone (batch size 1: no padding).
 
-    Conditions: left padding; batch size 1 (no padding at all); for decoder heads (they read the last
-    non-pad token) pad = eos, when eos is not already the pad token. Batches keep the sample's order,
-    so that texts of different lengths share a batch and padding is real."""
+    Conditions, batched in the sample's order (texts of different lengths share a batch, so padding is
+    real): right padding; left padding, where it applies (a decoder head reads the last real token
+    wherever it is; a head that reads the first token, as BERT's does, applies only when its tokenizer
+    pads on the left, which is exactly when the bug bites); for decoder heads, pad = eos (when eos is
+    not already the pad token) on the tokenizer's padding side."""
     encoded = [clf.encode(t).input_ids for t in texts]
-    ref = clf.p_positive_ids(encoded, batch_size, sort=False)
-    runs = {"left padding": dict(side="left"), "batch size 1": dict(batch_size=1)}
+    ref = clf.p_positive_ids(encoded, 1, sort=False)
+    side = clf.tokenizer.padding_side
+    runs = {"right padding": dict(side="right")}
+    if clf.reads_last_token or side == "left":
+        runs["left padding"] = dict(side="left")
+    skipped = {} if "left padding" in runs else {
+        "left padding": f"not applicable: {type(clf.model).__name__} reads the first token and its tokenizer pads "
+                        f"on the right"}
     if clf.reads_last_token and clf.eos_id is not None and clf.eos_id != clf.pad_id:
-        runs["pad = eos"] = dict(pad_id=clf.eos_id)
+        runs["pad = eos"] = dict(side=side, pad_id=clf.eos_id)
     rows = []
     for name, kw in runs.items():
-        p = clf.p_positive_ids(encoded, **{"batch_size": batch_size, **kw}, sort=False)
+        p = clf.p_positive_ids(encoded, batch_size, sort=False, **kw)
         dp = np.abs(p - ref)
         rows.append({"condition": name, "n": len(texts), "flips": int(((p >= 0.5) != (ref >= 0.5)).sum()),
-                     "max_abs_dp": float(dp.max()), "mean_abs_dp": float(dp.mean())})
-    return pd.DataFrame(rows)
+                     "max_abs_dp": float(dp.max()), "mean_abs_dp": float(dp.mean()), "note": ""})
+    rows += [{"condition": name, "n": 0, "flips": None, "max_abs_dp": None, "mean_abs_dp": None, "note": note}
+             for name, note in skipped.items()]
+    return pd.DataFrame(rows).astype({"flips": "Int64"})
 
 
 # ---- score ----------------------------------------------------------------------------------------

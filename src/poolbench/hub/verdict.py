@@ -18,8 +18,8 @@ CONDITIONS = [
     ("original / removed / moved (natural)", "the review as written; with its verdict deleted (the body alone, "
      "which reads against the label: a model that reads the text *should* miss it); with the verdict moved to "
      "the other end."),
-    ("visible", "the examples whose verdict every token of lies inside the model's window (`--max-len`, "
-     "`--truncation`); an effect measured on the others measures the truncation, not the model."),
+    ("visible", "the examples whose verdict lies wholly inside the model's window (`--max-len`, `--truncation`); "
+     "an effect measured on the others measures the truncation, not the model."),
 ]
 
 
@@ -62,7 +62,8 @@ def _kept(rep: dict, keys: list[str]) -> str:
     k = rep["verdict_kept"]
     parts = ", ".join(f"{' '.join(str(c[x]) for x in keys)} {c['kept']}/{c['of']}" for c in k["by_cell"])
     return (f"- Verdicts inside the model's window: **{k['kept']} of {k['of']}** texts ({parts}); "
-            f"{rep['visible']['units']} of {rep['units']} {rep['unit']} units keep theirs everywhere.")
+            f"{rep['visible']['units']} of {rep['units']} {UNITS.get(rep['unit'], rep['unit'])} keep it wherever "
+            f"it stands.")
 
 
 def _probe(rep: dict) -> list[str]:
@@ -113,6 +114,7 @@ def _natural(rep: dict) -> list[str]:
     return lines
 
 
+UNITS = {"verdict_review_id": "verdicts", "review_id": "reviews"}
 SECTIONS = {"tailprobe": _probe, "naturaltail": _natural}
 REF_METRICS = {"tailprobe": [("accuracy", "accuracy"), ("contrast_start", "contrast, start"),
                              ("contrast_end", "contrast, end"), ("end_minus_start", "end − start")],
@@ -164,10 +166,11 @@ def verdict(doc: dict, refs: pd.DataFrame) -> str:
             lines += _references(rep, refs)
     if doc.get("invariance"):
         lines += ["## Invariance self-check", "",
-                  "The same sample re-scored where the answer must not change (against right padding, the run's "
-                  "batch size; position ids count real tokens):", "",
+                  "A sample re-scored in batches where the answer must not change, against each text scored alone "
+                  "(no padding); position ids count real tokens:", "",
                   "| set | condition | n | flips | max \\|ΔP\\| |", "|---|---|---:|---:|---:|"]
         lines += [f"| {r['set']} | {r['condition']} | {r['n']} | {r['flips']} | {r['max_abs_dp']:.2g} |"
+                  if r["max_abs_dp"] is not None else f"| {r['set']} | {r['condition']} | – | – | {r['note']} |"
                   for r in doc["invariance"]]
         lines.append("")
     lines += ["## What the conditions mean", "", *[f"- **{k}**: {v}" for k, v in CONDITIONS], ""]
