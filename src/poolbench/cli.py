@@ -116,6 +116,7 @@ def score(model: Path, out: Path, data: Path | None, config: Path, sets: list[st
         files = hub.pipeline_files(config, sets, ("test",))
         eval_sets = ed.manifest(files)["sets"]
         refs = ed.references(hub.pipeline_dirs(config)[1])
+    eval_sets = [{**e, "source": str(files[e["name"], e["split"]].resolve())} for e in eval_sets]
     try:
         labels = [int(x) for x in positive.split(",")] if positive else None
     except ValueError:
