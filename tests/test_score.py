@@ -52,6 +52,8 @@ def data(tmp_path):
                     max_len=128, pooling=p, set=s, variant="original", accuracy=0.8 if s == "head" else 0.55)
                for p in ("cls", "mean") for s in ("tail", "head")]
     pd.DataFrame(natural).to_csv(out / evaldata.REFERENCE_SOURCES["study_natural"], index=False)
+    (out / evaldata.REFERENCE_SOURCES["natural_checks"]).write_text(json.dumps(
+        {"bow_accuracy": {"tail/original": 0.325, "head/original": 0.375, "tail/removed": 0.0}}))
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"resources_dir": str(res), "results_dir": str(out)}))
     folder = tmp_path / "tailprobe-hf"
@@ -131,9 +133,10 @@ def test_verdict_places_the_model_among_references_and_explains_conditions(data,
     # tfidf: agree 90, contrast start 70, middle and end 60 -> accuracy (6·90 + 2·70 + 4·60)/12, end − start −10
     assert "| tfidf_probe_train | 76.7 | 70.0 | 60.0 | -10.0 |" in verdict
     assert "study: minilm-l6 · topk · head-128 · cls (HF pooling) | 66.7 | 60.0 | 50.0 | -10.0 |" in verdict
-    assert "study: minilm-l6 · topk · head-128 · mean (best pooling) | 76.7 |" in verdict
+    assert "study: minilm-l6 · topk · head-128 · mean (best pooling on the probe) | 76.7 |" in verdict
     assert "frozen" not in verdict.split("Reference rows")[1].split("##")[0]  # fine-tuned settings only
-    assert "| study: minilm-l6 · topk · head-128 · mean (best pooling) | 55.0 | 80.0 |" in verdict  # natural
+    assert "| study: minilm-l6 · topk · head-128 · mean (best pooling on the probe) | 55.0 | 80.0 |" in verdict  # natural
+    assert "| imdb_bow | 32.5 | 37.5 |" in verdict
     for term in ("agree / contrast", "original / removed / moved", "visible"):
         assert f"**{term}" in verdict
 

@@ -139,7 +139,7 @@ def read_manifest(folder: Path, files: dict[tuple[str, str], Path]) -> dict:
 
 # Written by the pipeline under results_dir (committed): the probe's bag-of-words baselines and the study's
 # IMDB-trained runs scored on the probe and on the natural tail set.
-REFERENCE_SOURCES = {"baselines": "data/tailprobe_baselines.csv",
+REFERENCE_SOURCES = {"baselines": "data/tailprobe_baselines.csv", "natural_checks": "data/naturaltail_checks.json",
                      "study_probe": "summary/transfer_tailprobe_cells.csv",
                      "study_natural": "summary/naturaltail_cells.csv"}
 HF_POOLING = {"encoder": ("pooler", "cls"), "decoder": ("last",)}  # what *ForSequenceClassification computes
@@ -158,13 +158,18 @@ def _probe_metrics(cells: pd.DataFrame) -> dict:
 
 def references(results_dir: Path) -> pd.DataFrame:
     """Reference rows from the committed summaries under ``results_dir`` (empty where they are absent):
-    the probe's baselines, and per fine-tuned study setting its ``*ForSequenceClassification`` pooling
-    (``pooler``/``cls``, ``last``) and its most accurate pooling on the probe."""
+    the probe's and the natural set's bag-of-words baselines, and per fine-tuned study setting (IMDB-trained,
+    every regime but ``frozen``) its ``*ForSequenceClassification`` pooling (``pooler``/``cls``, ``last``) and
+    its most accurate pooling on the probe."""
     paths = {k: Path(results_dir) / v for k, v in REFERENCE_SOURCES.items()}
     rows = []
     if paths["baselines"].is_file():
         for name, cells in pd.read_csv(paths["baselines"]).groupby("baseline", sort=False):
             rows += [("tailprobe", name, "baseline", m, v) for m, v in _probe_metrics(cells).items()]
+    if paths["natural_checks"].is_file():  # the natural set's IMDB-trained bag-of-words, per set/variant
+        bow = json.loads(paths["natural_checks"].read_text()).get("bow_accuracy", {})
+        rows += [("naturaltail", "imdb_bow", "baseline", f"{s}_original", float(bow[f"{s}/original"]))
+                 for s in ("tail", "head") if f"{s}/original" in bow]
     if paths["study_probe"].is_file():
         probe = pd.read_csv(paths["study_probe"])
         natural = pd.read_csv(paths["study_natural"]) if paths["study_natural"].is_file() else None
@@ -175,7 +180,7 @@ def references(results_dir: Path) -> pd.DataFrame:
             hf = next((p for p in HF_POOLING[family] if p in scored), None)
             best = max(scored, key=lambda p: scored[p]["accuracy"])
             for pooling in dict.fromkeys(p for p in (hf, best) if p):
-                what = "best pooling" if pooling == best and pooling != hf else "HF pooling"
+                what = "best pooling on the probe" if pooling == best and pooling != hf else "HF pooling"
                 name = f"study: {model} · {regime} · {trunc}-{max_len} · {pooling} ({what})"
                 rows += [("tailprobe", name, "study", m, v) for m, v in scored[pooling].items()]
                 if natural is not None:
