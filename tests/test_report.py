@@ -23,6 +23,17 @@ def test_report_is_self_contained(report):
     assert "src=\"http" not in html  # nothing loaded from the network
 
 
+PNG_SIGNATURE = "%89%50%4E%47%0D%0A%1A%0A"  # a figure's first bytes, percent-encoded as the first page inlines them
+
+
+def test_first_page_shows_every_figure_and_the_headline_tables(report, clone):
+    html = report.read_text()
+    figures = sorted((clone / "results" / "figures").glob("*.png"))
+    assert figures and html.count(PNG_SIGNATURE) == len(figures)
+    # The headline tables' headers (pooling_stats.csv, regime_ladder.csv) as table text, not only as downloads.
+    assert "accuracy_sd" in html and "gap_holm_p" in html
+
+
 def test_report_figures_render_in_headless_chromium(report):
     need(shutil.which("chromium") is not None and shutil.which("chromedriver") is not None,
          "chromium and chromedriver (Debian: apt-get install chromium chromium-driver) are needed")
@@ -38,6 +49,13 @@ def test_report_figures_render_in_headless_chromium(report):
     try:
         browser.get(report.as_uri())
         time.sleep(2)
+        inline = [img for img in browser.find_elements(By.TAG_NAME, "img")
+                  if (img.get_attribute("src") or "").startswith("data:image/png,")]
+        assert len(inline) >= 2, "the first page shows no figures"
+        for img in inline:
+            width = browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img)
+            assert width > 200, f"{img.get_attribute('alt')} did not render on the first page (natural width {width})"
+        assert len(browser.find_elements(By.TAG_NAME, "table")) >= 2, "the first page shows no tables"
         browser.find_element(By.LINK_TEXT, "Figures").click()
         time.sleep(1)
         names = [td.text for td in browser.find_elements(By.XPATH, "//tr/td[1]") if td.text.endswith(".png")]
