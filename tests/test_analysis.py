@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from poolbench import analysis
-from poolbench.analysis import RUN_KEYS, comparisons, pooling_stats, probe_cells, read_predictions
+from poolbench.analysis import (RUN_KEYS, Statistics, StatisticsError, comparisons, pooling_stats, probe_cells,
+                                read_predictions)
 
 SETTING = dict(dataset="imdb", model="m", family="encoder", regime="frozen", truncation="head", max_len=128)
 
@@ -246,6 +247,9 @@ def test_paper_numbers_come_from_the_tables(tmp_path):
     assert f"{100 * mean['diff']:+.1f} [{100 * mean['ci_low']:+.1f}, {100 * mean['ci_high']:+.1f}]" in table
 
 
+MAIN = Statistics.from_config({"main_regimes": {"m": "topk"}})  # top1 is a ladder step
+
+
 def write_paper(write, folder, regimes=False, **optional):
     """paper.write on the summary files in ``folder`` (missing probe tables: empty), into folder/paper.
     ``regimes``: declare tab_regimes; ``optional``: natural / ladder / attention paths (natural declares
@@ -259,7 +263,7 @@ def write_paper(write, folder, regimes=False, **optional):
         *([("natural", "tab_natural")] if optional.get("natural") else [])]}
     write(runs=folder / "runs.csv", stats=folder / "pooling_stats.csv", comparisons=folder / "comparisons.csv",
           probe=folder / "tailprobe_cells.csv", transfer=folder / "transfer_tailprobe_cells.csv", checks=None, out=out,
-          **optional)
+          settings=MAIN, **optional)
 
 
 def test_regime_ladder_reads_accuracy_and_gap_per_trained_layer(tmp_path):
@@ -361,11 +365,77 @@ def test_gap_change_needs_frozen_and_the_same_seeds_and_joins_the_holm_family():
         comparisons(bad, n_boot=50)
 
 
-def test_finetuned_regime_is_the_one_with_most_poolings():
+def test_the_main_fine_tuned_regime_is_the_configs_or_the_only_one():
     runs = pd.DataFrame([dict(SETTING, regime=r, pooling=p) for r, ps in
                          [("frozen", "abc"), ("topk", "abc"), ("top1", "ab"), ("full", "a")] for p in ps]
-                        + [dict(SETTING, dataset="tailprobe", regime="frozen", pooling="a")])
-    assert analysis.finetuned_regimes(runs) == {("imdb", "m", "encoder", "head", 128): "topk"}
+                        + [dict(SETTING, dataset="tailprobe", regime="frozen", pooling="a")]
+                        + [dict(SETTING, model="n", regime=r, pooling="a") for r in ("frozen", "lpft")])
+    settings = Statistics.from_config({"main_regimes": {"m": "top1"}})
+    # m named by the config (not the regime with most poolings); n trained in one other regime only
+    assert settings.finetuned_regimes(runs) == {("imdb", "m", "encoder", "head", 128): "top1",
+                                                ("imdb", "n", "encoder", "head", 128): "lpft"}
+    with pytest.raises(StatisticsError, match=r"statistics\.main_regimes\.m: missing.*full, top1, topk"):
+        Statistics().finetuned_regimes(runs)
+    # the reference regime is a setting too: gap_change and the tables measure against it
+    other = Statistics.from_config({"reference_regime": "topk", "main_regimes": {"m": "frozen", "n": "lpft"}})
+    assert other.finetuned_regimes(runs) == {("imdb", "m", "encoder", "head", 128): "frozen"}
+    kept = other.main_rows(runs)
+    assert set(kept["regime"]) == {"topk", "frozen", "lpft"} and "top1" not in set(kept["regime"])
+
+
+def test_a_bad_statistics_section_is_refused_with_its_key():
+    for section, match in [({"claim_tests": "both"}, r"statistics\.claim_tests: unknown key"),
+                           ({"claim_test": "t"}, r"statistics\.claim_test: 't'"),
+                           ({"confirmatory": [{"kind": "baseline", "pooling_a": "x"}]}, r"confirmatory\[0\]: unknown key"),
+                           ({"confirmatory": [{"a": "mean"}]}, r"confirmatory\[0\]: kind must be")]:
+        with pytest.raises(StatisticsError, match=match):
+            Statistics.from_config(section)
+    config = {"regimes": {"frozen": {}, "topk": {}}, "models": {"m": {}}}
+    Statistics.from_config({"main_regimes": {"m": "topk"}}).check(config)
+    with pytest.raises(StatisticsError, match=r"statistics\.reference_regime: unknown regime 'probe'"):
+        Statistics.from_config({"reference_regime": "probe"}).check(config)
+    with pytest.raises(StatisticsError, match=r"statistics\.main_regimes\.x: unknown model"):
+        Statistics.from_config({"main_regimes": {"x": "topk"}}).check(config)
+    preds = synthetic(n=50, acc={"cls": 0.7, "mean": 0.8})
+    with pytest.raises(StatisticsError, match=r"confirmatory\[0\].*selects no comparison"):
+        comparisons(preds, n_boot=50, settings=Statistics.from_config({"confirmatory": [{"kind": "baseline", "a": "max"}]}))
+
+
+def test_holm_runs_over_the_confirmatory_family_and_bh_over_the_rest():
+    preds = pd.concat([synthetic(acc={"cls": 0.60, "mean": 0.80, "max": 0.62, "pooler": 0.61}),
+                       _regimes({"cls": 0.6, "mean": 0.8}, {"cls": 0.8, "mean": 0.8}, dataset="other")],
+                      ignore_index=True)
+    everything = comparisons(preds, n_boot=2000)
+    assert (everything["claim_family"] == "confirmatory").all() and everything["bh_p"].isna().all()
+    settings = Statistics.from_config({"confirmatory": [
+        {"kind": "baseline", "dataset": "imdb", "a": "mean"},
+        {"kind": "gap_change", "dataset": "other", "regime": "topk vs frozen", "pooling": "mean"}]})
+    comps = comparisons(preds, n_boot=2000, settings=settings)
+    conf = comps[comps["claim_family"] == "confirmatory"]
+    assert len(conf) == 2 and set(conf["kind"]) == {"baseline", "gap_change"}
+    # Holm over the two confirmatory tests only: the smaller p is doubled
+    assert conf["holm_p"].min() == pytest.approx(min(1, 2 * conf["p"].min())) and conf["bh_p"].isna().all()
+    expl = comps[comps["claim_family"] == "exploratory"]
+    assert expl["holm_p"].isna().all() and (expl["bh_p"] >= expl["p"]).all()
+    assert expl["bh_p"].min() <= expl["p"].min() * len(expl) + 1e-12  # BH never exceeds Bonferroni
+    # the same numbers otherwise; the unadjusted p and the mixed-model test do not depend on the family
+    assert np.array_equal(comps["p"], everything["p"]) and np.array_equal(comps["mixed_p"], everything["mixed_p"])
+    # claim_test both: a claim needs the bootstrap and the mixed model
+    both = comparisons(preds, n_boot=2000, settings=Statistics.from_config({"claim_test": "both"}))
+    assert (both["claim_p"] == np.maximum(both["p"], both["mixed_p"])).all()
+    assert (both["holm_p"] >= everything["holm_p"] - 1e-12).all()
+    # the digest says which family each row is in
+    text = analysis.markdown_summary(pooling_stats(preds, n_boot=100), comps, pd.DataFrame(), settings)
+    assert "Holm's p over the 2 confirmatory comparisons" in text and "BH p" in text
+
+
+def test_comparisons_carry_the_mixed_model_test():
+    preds = synthetic(acc={"cls": 0.70, "mean": 0.90, "max": 0.70})
+    comps = comparisons(preds, n_boot=500).query("kind == 'baseline'").set_index("a")
+    assert comps.loc["mean", "mixed_p"] < 1e-6 and comps.loc["max", "mixed_p"] > 0.01
+    assert (comps["mixed_df"] >= 2).all()
+    one = comparisons(synthetic(n=50, seeds=(0,), acc={"cls": 0.7, "mean": 0.8}), n_boot=50)
+    assert one["mixed_p"].isna().all()  # one seed: no seed-level test
 
 
 def natural(n=40, seeds=(0, 1, 2), acc=None, rng=0, **setting):
@@ -539,7 +609,7 @@ def test_a_declared_summary_that_is_missing_is_an_error_naming_it(tmp_path):
               comparisons=tmp_path / "comparisons.csv", probe=tmp_path / "tailprobe_cells.csv",
               transfer=tmp_path / "tailprobe_cells.csv", checks=None,
               out={k: tmp_path / "p" / f"{k}.tex" for k in ("numbers", "imdb", "superlatives", "probe",
-                                                           "probe_pooling", "regimes", "natural")})
+                                                           "probe_pooling", "regimes", "natural")}, settings=MAIN)
 
 
 def test_verdict_words_follow_holm_p():
@@ -585,14 +655,12 @@ def test_probe_table_has_every_regime_and_the_baselines():
 
 
 def test_the_accuracy_figure_keeps_frozen_and_the_main_fine_tuned_regime():
-    from poolbench.analysis import main_regimes
-
     grid = {"cls": 0.7, "mean": 0.8, "max": 0.75}
     preds = pd.concat([synthetic(acc=grid), synthetic(acc=grid, rng=1, regime="topk"),
                        synthetic(acc={"cls": 0.7, "mean": 0.8}, rng=2, regime="top1"),  # a ladder step
                        synthetic(acc={"cls": 0.7}, rng=3, regime="frozen", dataset="tailprobe"),
                        synthetic(acc={"cls": 0.7}, rng=4, regime="topk", dataset="other")], ignore_index=True)
     stats = pooling_stats(preds, n_boot=50)
-    kept = main_regimes(stats)
+    kept = MAIN.main_rows(stats)
     assert set(zip(kept["dataset"], kept["regime"])) == {("imdb", "frozen"), ("imdb", "topk"), ("tailprobe", "frozen"),
                                                          ("other", "topk")}

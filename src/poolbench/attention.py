@@ -391,7 +391,7 @@ def summarise(*frames: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.Da
 
 
 def regime_label(regime: str, trained_layers: int) -> str:
-    if regime == "frozen":
+    if trained_layers == 0:  # no layer trained: the pretrained backbone, whatever the regime is called
         return "frozen"
     if regime == "topk":
         return f"fine-tuned (top {trained_layers})"

@@ -208,18 +208,27 @@ def aggregate(smk) -> None:
     write_csv(smk.output.runs, collect_runs([Path(p) for p in smk.input.metrics]))
 
 
-def figures(smk) -> None:
-    from .analysis import accuracy_by_pooling, main_regimes
+def _statistics(smk):
+    """The config's ``statistics`` section (``params.spec``), resolved to its defaults."""
+    from .analysis import Statistics
 
-    accuracy_by_pooling(main_regimes(pd.read_csv(smk.input.stats)), Path(smk.output.accuracy))
+    return Statistics.from_config(_spec(smk))
+
+
+def figures(smk) -> None:
+    from .analysis import accuracy_by_pooling
+
+    accuracy_by_pooling(_statistics(smk).main_rows(pd.read_csv(smk.input.stats)), Path(smk.output.accuracy))
 
 
 def statistics(smk) -> None:
-    """Pooling comparisons (one Holm family), tail-probe cells for probe runs and for transfer, the regime ladder."""
+    """Pooling comparisons (Holm over the confirmatory family, BH over the rest), tail-probe cells for probe
+    runs and for transfer, the regime ladder."""
     from . import analysis
 
+    settings = _statistics(smk)
     preds = analysis.read_predictions([Path(p) for p in smk.input.predictions])
-    stats, comps = analysis.pooling_stats(preds), analysis.comparisons(preds)
+    stats, comps = analysis.pooling_stats(preds), analysis.comparisons(preds, settings=settings)
     write_csv(smk.output.pooling, stats, float_format="%.6g")
     write_csv(smk.output.comparisons, comps, float_format="%.6g")
     probe = preds[preds["dataset"] == "tailprobe"]
@@ -237,7 +246,7 @@ def statistics(smk) -> None:
         ladder = analysis.regime_ladder(pd.read_csv(smk.input.runs), stats, comps)
         write_csv(smk.output.ladder, ladder, float_format="%.6g")
         analysis.ladder_figure(ladder, Path(smk.output.ladder_figure))
-    write_text(smk.output.digest, analysis.markdown_summary(stats, comps, cells))
+    write_text(smk.output.digest, analysis.markdown_summary(stats, comps, cells, settings))
 
 
 def verdict_attention(smk) -> None:
@@ -266,7 +275,8 @@ def paper_numbers(smk) -> None:
     i = smk.input
     write(runs=i.runs, stats=i.stats, comparisons=i.comparisons, probe=i.probe, transfer=i.transfer,
           checks=i.get("checks") or None, natural=i.get("natural") or None, ladder=i.get("ladder") or None,
-          attention=i.get("attention") or None, out={key: Path(path) for key, path in smk.output.items() if path})  # [] = not made by this config
+          attention=i.get("attention") or None, out={key: Path(path) for key, path in smk.output.items() if path},
+          settings=_statistics(smk))  # [] = not made by this config
 
 
 def paper(smk) -> None:

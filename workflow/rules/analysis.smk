@@ -1,5 +1,6 @@
 # Aggregation: one table row per run, statistics, figures, the paper's numbers and the paper.
-# Every input is named by the rule; nothing re-derives a path from the config.
+# Every input is named by the rule; nothing re-derives a path from the config. The statistics, figures
+# and paper_numbers jobs get the config's `statistics` section as params.spec (poolbench.analysis.settings).
 
 
 rule aggregate:
@@ -27,6 +28,8 @@ rule figures:
         accuracy=report(R("figures/accuracy_by_pooling.png"), caption="../report/accuracy.rst", category="Figures"),
     log:
         S("logs/analysis/figures.log"),
+    params:
+        spec=canonical(config.get("statistics") or {}),
     threads: 1
     resources:
         mem_mb=2000,
@@ -60,6 +63,8 @@ rule statistics:
         if uses_ladder() else [],
     log:
         S("logs/analysis/statistics.log"),
+    params:
+        spec=canonical(config.get("statistics") or {}),
     threads: 1
     resources:
         mem_mb=4000,
@@ -91,6 +96,8 @@ rule paper_numbers:
         natural=P("tab_natural.tex") if uses_natural() else [],
     log:
         S("logs/analysis/paper_numbers.log"),
+    params:
+        spec=canonical(config.get("statistics") or {}),
     threads: 1
     resources:
         mem_mb=2000,

@@ -153,11 +153,16 @@ def uses_ladder():
 
 
 def compares_regimes():
-    """Some setting is trained frozen and fine-tuned (poolbench.analysis.finetuned_regimes): the paper's
-    tab_regimes."""
-    from poolbench.analysis import finetuned_regimes
+    """Some setting is trained in the reference regime and its main fine-tuned one (the config's
+    `statistics` section, poolbench.analysis.settings, checked here at start-up): the paper's tab_regimes."""
+    from poolbench.analysis import Statistics, StatisticsError
 
-    return bool(finetuned_regimes(planned_runs()))
+    try:
+        settings = Statistics.from_config(config.get("statistics"))
+        settings.check(config)
+        return bool(settings.finetuned_regimes(planned_runs()))
+    except StatisticsError as err:
+        sys.exit(f"poolbench: config error at {err}")
 
 
 def uses_natural():

@@ -1,10 +1,11 @@
-"""Aggregation of run outputs into tables and figures.
+"""The study's tables: runs read from their files, accuracy per pooling and cell, and every comparison.
 
 Statistics (see :mod:`poolbench.stats` for the definitions): per-example correctness is kept as
 integer counts per test unit and seed; a unit is an IMDB review, or a tail-probe verdict (its three
 positions move together). Every comparison the paper reports is one row of :func:`comparisons`:
-paired difference, 95% bootstrap CI over units and seeds, bootstrap p, exact McNemar p per seed,
-and Holm's p over the whole table.
+paired difference, 95% bootstrap CI over units and seeds, bootstrap p, the mixed-model (seed-level)
+test, exact McNemar p per seed, and the adjusted p of its family (Holm for the confirmatory family,
+Benjamini-Hochberg for the exploratory rest; :mod:`poolbench.analysis.settings`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import stats as st
+from .. import stats as st
+from .settings import BLOCK_KEYS, Statistics, StatisticsError
 
 RUN_KEYS = ["dataset", "model", "family", "regime", "truncation", "max_len", "pooling", "seed"]
 SETTING_KEYS = ["dataset", "model", "family", "regime", "truncation", "max_len"]
@@ -24,7 +26,7 @@ PROBE_CELL = ["condition", "position", "length_bin"]
 VERDICT = "verdict_review_id"  # a probe verdict appears at three positions: the probe's test unit
 POSITIONS = ["start", "middle", "end"]
 N_BOOT = 10_000  # draws for a CI
-N_BOOT_TESTS = 50_000  # draws for a test: p >= 2/(n+1) = 4e-5, well below Holm's 0.05/(family size)
+N_BOOT_TESTS = 50_000  # draws for a test's CI and percentile p (the far tail is smooth: stats.bootstrap_p)
 BOOT_SEED = 0  # fixed: the summaries are byte-identical on every rerun
 
 
@@ -33,7 +35,7 @@ BOOT_SEED = 0  # fixed: the summaries are byte-identical on every rerun
 
 def collect_runs(metric_files: list[Path]) -> pd.DataFrame:
     """One row per run: its keys, test scores, transfer scores (schema 1), costs, how it trained."""
-    from .metrics import RunMetrics
+    from ..metrics import RunMetrics
 
     rows = []
     for path in metric_files:
@@ -153,7 +155,8 @@ def _settings(preds: pd.DataFrame):
 
 def pooling_stats(preds: pd.DataFrame, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> pd.DataFrame:
     """Per setting and pooling: accuracy (pooled over seeds) with its 95% CI over units and seeds,
-    and the SD of the per-seed accuracies. Comparisons between poolings are in :func:`comparisons`."""
+    the SD of the per-seed accuracies, and the flip rate (the share of units whose count of correct rows
+    differs between seeds; NaN with one seed). Comparisons between poolings are in :func:`comparisons`."""
     rows = []
     for keys, _, counts in _settings(preds):
         boot = counts.bootstrap(n_boot, seed)
@@ -164,7 +167,8 @@ def pooling_stats(preds: pd.DataFrame, n_boot: int = N_BOOT, seed: int = BOOT_SE
             rows.append(dict(keys, pooling=pooling, baseline=BASELINE[keys["family"]], seeds=len(counts.seeds),
                              units=len(counts.units), n=c.shape[0] * counts.rows_per_unit,
                              accuracy=acc["accuracy"], accuracy_ci_low=acc["ci_low"], accuracy_ci_high=acc["ci_high"],
-                             accuracy_sd=per_seed.std(ddof=1) if len(per_seed) > 1 else np.nan))
+                             accuracy_sd=per_seed.std(ddof=1) if len(per_seed) > 1 else np.nan,
+                             flip_rate=float((c.min(axis=1) != c.max(axis=1)).mean()) if c.shape[1] > 1 else np.nan))
     return pd.DataFrame(rows)
 
 
@@ -188,14 +192,23 @@ def _compare(kind: str, keys: dict, a: str, b: str, x: _Side, y: _Side, **cell) 
     """Row of the comparisons table: x (named a) − y (named b) on the same units and seeds."""
     c = x.counts
     test = st.summarise_difference(int(x.values.sum()), int(y.values.sum()), x.boot, y.boot, c.denom)
-    row = dict(kind=kind, **keys, **cell, a=a, b=b, units=len(c.units), seeds=len(c.seeds), **test)
+    row = dict(kind=kind, **keys, **cell, a=a, b=b, units=len(c.units), seeds=len(c.seeds), **test,
+               **st.mixed_model_test(x.values, y.values, c.rows_per_unit))
     for s, (_, _, p) in zip(c.seeds, st.sign_test(x.values, y.values)):
         row[f"mcnemar_p_seed{s}"] = p
     return row
 
 
-def comparisons(preds: pd.DataFrame, n_boot: int = N_BOOT_TESTS, seed: int = BOOT_SEED) -> pd.DataFrame:
-    """Every comparison the paper reports, one row each, with Holm's p over the whole table (``holm_p``).
+def comparisons(preds: pd.DataFrame, n_boot: int = N_BOOT_TESTS, seed: int = BOOT_SEED,
+                settings: Statistics | None = None) -> pd.DataFrame:
+    """Every comparison the paper reports, one row each, with the adjusted p of its family.
+
+    Columns: the paired difference ``diff`` with its 95% bootstrap CI and bootstrap ``p``; the mixed-model
+    test (``mixed_t``, ``mixed_df``, ``mixed_p``; :func:`poolbench.stats.mixed_model_test`); ``claim_p``,
+    the p a claim rests on (``settings.claim_test``: ``p``, or the larger of ``p`` and ``mixed_p``);
+    ``claim_family`` (confirmatory or exploratory, ``settings.confirmatory``; every row is confirmatory when it
+    declares none); ``holm_p`` (Holm over the confirmatory tests; NaN for exploratory rows) and ``bh_p``
+    (Benjamini-Hochberg over the exploratory tests; NaN for confirmatory rows); the McNemar p per seed.
 
     kinds (a − b, accuracy in [0, 1]):
       - ``baseline``: each pooling − the family's baseline pooling, per setting;
@@ -207,13 +220,15 @@ def comparisons(preds: pd.DataFrame, n_boot: int = N_BOOT_TESTS, seed: int = BOO
         contrast texts of each length, for settings that differ only in truncation;
       - ``gap_change``: does fine-tuning close a pooling's gap to the baseline? For settings that differ
         only in regime, each pooling p other than the family's baseline b: (p − b in regime R) −
-        (p − b in the regime named ``frozen``), for every other regime R (``a`` = R, ``b`` = frozen,
-        ``regime`` = "R vs frozen", ``pooling`` = p). Paired like the others: one bootstrap draw resamples
+        (p − b in the reference regime, ``settings.reference_regime``, default ``frozen``), for every
+        other regime R (``a`` = R, ``b`` = frozen, ``regime`` = "R vs frozen", ``pooling`` = p). Paired
+        like the others: one bootstrap draw resamples
         the test units and seeds of both regimes together. Only regimes run on the same units with the
         same seeds as frozen are compared (a regime run with fewer seeds has no paired test). Its
         per-seed McNemar column is the sign test of each unit's gap in R against its gap frozen.
-    A test that two claims share (e.g. the runner-up is the baseline) counts once in the Holm family.
+    A test that two claims share (e.g. the runner-up is the baseline) counts once in its family.
     """
+    settings = settings or Statistics()
     rows = []
     probe_cells = {}  # setting -> {(length, position): Counts}
     boots = {}  # setting -> (Counts, resampled totals): the gap_change rows pair two settings' draws
@@ -235,11 +250,11 @@ def comparisons(preds: pd.DataFrame, n_boot: int = N_BOOT_TESTS, seed: int = BOO
                 cell: Counts(df, VERDICT, f"{_label(keys.values())} · {cell}")
                 for cell, df in contrast.groupby(["length_bin", "position"], sort=True)}
     rows += _position_rows(probe_cells, n_boot, seed) + _truncation_rows(probe_cells, n_boot, seed)
-    rows += _gap_change_rows(boots)
+    rows += _gap_change_rows(boots, settings.reference_regime)
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    return _with_holm(table)
+    return _with_families(table, settings)
 
 
 def _position_rows(probe_cells: dict, n_boot: int, seed: int) -> list[dict]:
@@ -282,31 +297,28 @@ def _truncation_rows(probe_cells: dict, n_boot: int, seed: int) -> list[dict]:
     return rows
 
 
-FROZEN = "frozen"  # the regime that gap_change measures every other regime against
-
-
-def _gap_change_rows(boots: dict) -> list[dict]:
-    """(p − b in regime R) − (p − b frozen) per setting, fine-tuned regime R and pooling p (see
-    :func:`comparisons`). ``boots``: setting -> (Counts, resampled totals of the same n_boot and seed),
+def _gap_change_rows(boots: dict, reference: str) -> list[dict]:
+    """(p − b in regime R) − (p − b in the reference regime) per setting, fine-tuned regime R and pooling p
+    (see :func:`comparisons`). ``boots``: setting -> (Counts, resampled totals of the same n_boot and seed),
     so two settings with the same units and seeds hold the same draws."""
     rows = []
     reg = SETTING_KEYS.index("regime")
     for setting, (counts, boot) in boots.items():
-        frozen_setting = setting[:reg] + (FROZEN,) + setting[reg + 1:]
-        if setting[reg] == FROZEN or frozen_setting not in boots:
+        frozen_setting = setting[:reg] + (reference,) + setting[reg + 1:]
+        if setting[reg] == reference or frozen_setting not in boots:
             continue
         frozen, frozen_boot = boots[frozen_setting]
         if counts.seeds != frozen.seeds:
             continue  # no paired test across different seeds
-        _same_units(counts, frozen, _label(setting) + " vs frozen")
+        _same_units(counts, frozen, f"{_label(setting)} vs {reference}")
         if counts.rows_per_unit != frozen.rows_per_unit:
-            raise ValueError(f"{_label(setting)} vs frozen: units hold different numbers of rows")
+            raise ValueError(f"{_label(setting)} vs {reference}: units hold different numbers of rows")
         base = BASELINE[setting[SETTING_KEYS.index("family")]]
         if base not in counts.index or base not in frozen.index:
             continue
-        keys = dict(zip(SETTING_KEYS, setting), regime=f"{setting[reg]} vs {FROZEN}")
+        keys = dict(zip(SETTING_KEYS, setting), regime=f"{setting[reg]} vs {reference}")
         for pooling in sorted(set(counts.poolings()) & set(frozen.poolings()) - {base}):
-            rows.append(_compare("gap_change", keys, setting[reg], FROZEN, _Side(counts, boot, pooling, base),
+            rows.append(_compare("gap_change", keys, setting[reg], reference, _Side(counts, boot, pooling, base),
                                  _Side(frozen, frozen_boot, pooling, base), pooling=pooling))
     return rows
 
@@ -317,15 +329,37 @@ def _same_units(x: Counts, y: Counts, label: str) -> None:
         raise ValueError(f"{label}: the compared cells do not hold the same verdicts and seeds")
 
 
-def _with_holm(table: pd.DataFrame) -> pd.DataFrame:
-    """Holm over the distinct tests: a row's test is its setting, cell and unordered pair (a, b)."""
+def _with_families(table: pd.DataFrame, settings: Statistics) -> pd.DataFrame:
+    """``claim_p``, ``claim_family``, ``holm_p`` and ``bh_p`` over the distinct tests: a row's test is its setting,
+    cell and unordered pair (a, b); a test is confirmatory when a selector names any of its rows."""
     cell_cols = [c for c in ("pooling", "condition", "length_bin", "position") if c in table]
     test_key = table[SETTING_KEYS + cell_cols].fillna("").astype(str).agg(" · ".join, axis=1) + " · " + [
         " vs ".join(sorted(pair)) for pair in zip(table["a"], table["b"])]
+    if settings.claim_test == "both":  # a claim needs both tests; one seed has no seed-level test: p = 1
+        claim = np.fmax(table["p"], table["mixed_p"].fillna(1.0))
+    else:
+        claim = table["p"]
+    table = table.assign(claim_p=claim)
+    if settings.confirmatory:
+        chosen = pd.Series(False, index=table.index)
+        for i, selector in enumerate(settings.confirmatory):
+            hit = settings.selects(selector, table)
+            if not hit.any():
+                raise StatisticsError(f"statistics.confirmatory[{i}]: {selector} selects no comparison of the study")
+            chosen |= hit
+        confirmatory_tests = set(test_key[chosen])
+        family = test_key.map(lambda t: "confirmatory" if t in confirmatory_tests else "exploratory")
+    else:
+        family = pd.Series("confirmatory", index=table.index)
+    table = table.assign(claim_family=family)
     distinct = table.assign(test=test_key).drop_duplicates("test")
-    adjusted = dict(zip(distinct["test"], st.holm(distinct["p"])))
-    front = ["kind", *SETTING_KEYS, *cell_cols, "a", "b", "units", "seeds", "diff", "ci_low", "ci_high", "p", "holm_p"]
-    table = table.assign(holm_p=test_key.map(adjusted))
+    adjusted = {}
+    for name, method, column in (("confirmatory", st.holm, "holm_p"), ("exploratory", st.benjamini_hochberg, "bh_p")):
+        sub = distinct[distinct["claim_family"] == name]
+        adjusted[column] = dict(zip(sub["test"], method(sub["claim_p"]))) if len(sub) else {}
+    table = table.assign(holm_p=test_key.map(adjusted["holm_p"]), bh_p=test_key.map(adjusted["bh_p"]))
+    front = ["kind", *SETTING_KEYS, *cell_cols, "a", "b", "units", "seeds", "diff", "ci_low", "ci_high", "p",
+             "holm_p", "mixed_t", "mixed_df", "mixed_p", "claim_p", "claim_family", "bh_p"]
     return table[front + [c for c in table.columns if c not in front]]
 
 
@@ -370,101 +404,10 @@ def natural_cells(preds: pd.DataFrame, n_boot: int = N_BOOT, seed: int = BOOT_SE
         drop=True) if len(table) else table
 
 
-# ---- figures --------------------------------------------------------------------------------
+# ---- the regime ladder ----------------------------------------------------------------------
 
 
-def _setting_names(df: pd.DataFrame) -> pd.Series:
-    return df["model"] + " · " + df["regime"] + " · " + df["truncation"] + "-" + df["max_len"].astype(str)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def accuracy_by_pooling(stats: pd.DataFrame, out: Path) -> None:
-    """Accuracy per pooling with its 95% CI over test units and seeds (from :func:`pooling_stats`):
-    one panel per dataset, one colour per setting, hollow marker = the family's baseline.
-    Works for any number of datasets, settings and poolings, one of each included."""
-    plt = _pyplot()
-    stats = stats.assign(setting=_setting_names(stats))
-    datasets = sorted(stats["dataset"].unique())
-    settings = list(dict.fromkeys(stats["setting"]))
-    colours = dict(zip(settings, plt.get_cmap("tab10").colors * (1 + len(settings) // 10)))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(1.2 + 5.0 * len(datasets), 3.8), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
-        sub = stats[stats["dataset"] == dataset]
-        poolings = sorted(sub["pooling"].unique())
-        present = [s for s in settings if (sub["setting"] == s).any()]
-        width = 0.7 / len(present)
-        for i, setting in enumerate(present):
-            rows = sub[sub["setting"] == setting].set_index("pooling").reindex(poolings)
-            x = np.arange(len(poolings)) + (i - (len(present) - 1) / 2) * width
-            err = np.vstack([rows["accuracy"] - rows["accuracy_ci_low"], rows["accuracy_ci_high"] - rows["accuracy"]])
-            ax.errorbar(x, rows["accuracy"], yerr=err, fmt="o", ms=4, capsize=2, lw=1, color=colours[setting],
-                        label=setting)
-            is_base = (rows.index == rows["baseline"]).to_numpy()
-            ax.plot(x[is_base], rows["accuracy"][is_base], "o", ms=8, mfc="none", color=colours[setting])
-        ax.axhline(0.5, color="0.6", lw=0.8, ls="--")
-        ax.set_xticks(np.arange(len(poolings)), poolings, rotation=35, ha="right")
-        ax.set_xlim(-0.6, len(poolings) - 0.4)
-        ax.set_title(dataset)
-        ax.set_ylabel("test accuracy")
-        ax.grid(axis="y", lw=0.4, alpha=0.6)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    for ax in axes[0, 1:]:
-        for h, label in zip(*ax.get_legend_handles_labels()):
-            if label not in labels:
-                handles.append(h)
-                labels.append(label)
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), frameon=False,
-               bbox_to_anchor=(0.5, -0.02 - 0.06 * ((len(labels) - 1) // 3)))
-    _save(fig, "Accuracy by pooling: 95% CI over test units and seeds (paired bootstrap); "
-               "hollow = baseline; dashed = chance", out, dpi=130)
-
-
-def tailprobe_figure(cells: pd.DataFrame, out: Path) -> None:
-    """Probe accuracy per pooling by verdict position with its 95% CI over verdicts and seeds (from
-    :func:`probe_cells`): one row per setting, one column per condition × length."""
-    plt = _pyplot()
-    cells = cells.assign(setting=_setting_names(cells), cell=cells["condition"] + " / " + cells["length_bin"])
-    settings = list(dict.fromkeys(cells["setting"]))
-    order = ["agree / short", "agree / long", "contrast / short", "contrast / long"]
-    columns = [c for c in order if (cells["cell"] == c).any()] + sorted(set(cells["cell"]) - set(order))
-    positions = [p for p in POSITIONS if (cells["position"] == p).any()]
-    colours = dict(zip(positions, plt.get_cmap("viridis")(np.linspace(0.1, 0.8, len(positions)))))
-    fig, axes = plt.subplots(len(settings), len(columns), figsize=(3.6 * len(columns), 2.8 * len(settings)),
-                             squeeze=False, sharey=True)
-    width = 0.8 / len(positions)
-    for r, setting in enumerate(settings):
-        poolings = sorted(cells.loc[cells["setting"] == setting, "pooling"].unique())
-        for c, cell in enumerate(columns):
-            ax = axes[r, c]
-            sub = cells[(cells["setting"] == setting) & (cells["cell"] == cell)]
-            for i, position in enumerate(positions):
-                rows = sub[sub["position"] == position].set_index("pooling").reindex(poolings)
-                x = np.arange(len(poolings)) + (i - (len(positions) - 1) / 2) * width
-                err = np.vstack([rows["accuracy"] - rows["accuracy_ci_low"],
-                                 rows["accuracy_ci_high"] - rows["accuracy"]])
-                ax.bar(x, rows["accuracy"], width, yerr=err, capsize=1.5, error_kw=dict(lw=0.7),
-                       color=colours[position], label=position)
-            ax.axhline(0.5, color="0.4", lw=0.8, ls="--")
-            ax.set_ylim(0, 1)
-            ax.set_xticks(np.arange(len(poolings)), poolings, rotation=60, ha="right", fontsize=7)
-            ax.set_title(f"{setting}\n{cell}", fontsize=8)
-        axes[r, 0].set_ylabel("probe accuracy")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, title="verdict position", loc="upper center", ncol=len(labels), frameon=False,
-               bbox_to_anchor=(0.5, 0.0))
-    _save(fig, "Tail-sentiment probe: accuracy by verdict position (95% CI over verdicts and seeds; dashed = chance)",
-          out, dpi=110)
-
-
-LADDER_KEYS = ["dataset", "model", "family", "truncation", "max_len"]
+LADDER_KEYS = BLOCK_KEYS  # a setting, less its regime
 LADDER_MIN_REGIMES = 3  # a setting trained in at least this many regimes makes a ladder
 
 
@@ -475,34 +418,11 @@ def ladder_settings(runs: pd.DataFrame) -> list[tuple]:
     return [k for k, n in counts.items() if n >= LADDER_MIN_REGIMES]
 
 
-def finetuned_regimes(runs: pd.DataFrame) -> dict[tuple, str]:
-    """The (dataset, model, family, truncation, max_len) settings of ``runs`` (one row per run, planned
-    run, or pooling) trained frozen and in another regime, each with the regime to set beside frozen:
-    the one run with the most poolings (ties: the first by name), i.e. the main grid's, not a ladder
-    step that trains a few poolings only."""
-    out = {}
-    for setting, sub in runs.groupby(LADDER_KEYS, sort=True):
-        others = sub[sub["regime"] != FROZEN].groupby("regime")["pooling"].nunique()
-        if (sub["regime"] == FROZEN).any() and len(others):
-            out[setting] = min(others.items(), key=lambda kv: (-kv[1], kv[0]))[0]
-    return out
-
-
-def main_regimes(stats: pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``stats`` (one per setting and pooling) in the frozen regime or in each setting's
-    main fine-tuned regime (:func:`finetuned_regimes`): the accuracy figure leaves the ladder's extra
-    steps to the ladder figure. A setting trained in one regime keeps its rows."""
-    main = finetuned_regimes(stats)
-    keep = [r.regime == FROZEN or main.get(tuple(getattr(r, k) for k in LADDER_KEYS), r.regime) == r.regime
-            for r in stats.itertuples()]
-    return stats[keep]
-
-
 def regime_ladder(runs: pd.DataFrame, stats: pd.DataFrame, comps: pd.DataFrame) -> pd.DataFrame:
     """Does the pooling gap close as more of the network trains? For each ladder setting
     (:func:`ladder_settings`) and each pooling run in every one of its regimes: the regime, the
     number of trained layers, accuracy with its 95% CI (:func:`pooling_stats`), and the difference
-    to the family's baseline pooling with its CI and Holm p (the ``baseline`` rows of
+    to the family's baseline pooling with its CI, family and adjusted p (the ``baseline`` rows of
     :func:`comparisons`). Empty when no setting has a ladder."""
     if "trained_layers" not in runs:
         return pd.DataFrame()
@@ -523,172 +443,8 @@ def regime_ladder(runs: pd.DataFrame, stats: pd.DataFrame, comps: pd.DataFrame) 
                             & (comps["regime"] == regime) & (comps["a"] == pooling)] if len(comps) else comps
                 if len(gap):
                     g = gap.iloc[0]
-                    row.update(gap=g["diff"], gap_ci_low=g["ci_low"], gap_ci_high=g["ci_high"], gap_holm_p=g["holm_p"])
+                    row.update(gap=g["diff"], gap_ci_low=g["ci_low"], gap_ci_high=g["ci_high"], gap_holm_p=g["holm_p"],
+                               gap_claim_family=g["claim_family"], gap_bh_p=g["bh_p"])
                 rows.append(row)
     out = pd.DataFrame(rows)
     return out.sort_values([*LADDER_KEYS, "trained_layers", "pooling"], kind="stable").reset_index(drop=True) if len(out) else out
-
-
-def ladder_figure(ladder: pd.DataFrame, out: Path) -> None:
-    """Accuracy, and the difference to the baseline pooling, against the number of trained layers
-    (95% CIs over test units and seeds): one row of two panels per ladder setting."""
-    plt = _pyplot()
-    settings = list(ladder.groupby(LADDER_KEYS, sort=True).groups)
-    poolings = sorted(ladder["pooling"].unique())
-    colours = dict(zip(poolings, plt.get_cmap("tab10").colors))
-    fig, axes = plt.subplots(len(settings), 2, figsize=(10, 3.6 * len(settings)), squeeze=False)
-    for r, setting in enumerate(settings):
-        sub = ladder[(ladder[LADDER_KEYS] == pd.Series(dict(zip(LADDER_KEYS, setting)))).all(axis=1)]
-        ticks = sub.drop_duplicates("trained_layers").sort_values("trained_layers")
-        for pooling, g in sub.groupby("pooling"):
-            g = g.sort_values("trained_layers")
-            x = g["trained_layers"].to_numpy()
-            err = np.vstack([g["accuracy"] - g["accuracy_ci_low"], g["accuracy_ci_high"] - g["accuracy"]])
-            axes[r, 0].errorbar(x, g["accuracy"], yerr=err, fmt="o-", ms=4, capsize=2, lw=1, color=colours[pooling],
-                                label=pooling)
-            if "gap" in g and g["gap"].notna().any():
-                err = np.vstack([g["gap"] - g["gap_ci_low"], g["gap_ci_high"] - g["gap"]])
-                axes[r, 1].errorbar(x, g["gap"], yerr=err, fmt="o-", ms=4, capsize=2, lw=1, color=colours[pooling],
-                                    label=f"{pooling} − {g['baseline'].iloc[0]}")
-        labels = [f"{k}\n({reg})" for k, reg in zip(ticks["trained_layers"], ticks["regime"])]
-        for c, ylabel in enumerate(["test accuracy", "difference to the baseline pooling"]):
-            ax = axes[r, c]
-            ax.set_xticks(ticks["trained_layers"], labels, fontsize=8)
-            ax.set_xlabel("transformer layers trained")
-            ax.set_ylabel(ylabel)
-            ax.grid(lw=0.4, alpha=0.6)
-            ax.legend(fontsize=8, frameon=False)
-            ax.set_title(" · ".join(str(v) for v in setting), fontsize=9)
-        axes[r, 1].axhline(0, color="0.4", lw=0.8, ls="--")
-    _save(fig, "Regime ladder: accuracy and the gap to the baseline pooling as more layers train "
-               "(95% CI over test units and seeds)", out, dpi=120)
-
-
-def _save(fig, title: str, out: Path, dpi: int) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.suptitle(title, y=1.02)
-    fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-
-
-# ---- digest ---------------------------------------------------------------------------------
-
-
-def points(x: float, sign: bool = False) -> str:
-    """A proportion as percentage points, one decimal (with a sign for differences)."""
-    return f"{100 * x:+.1f}" if sign else f"{100 * x:.1f}"
-
-
-def pvalue(p: float) -> str:
-    return f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
-
-
-def with_ci(row, value: str = "diff", low: str = "ci_low", high: str = "ci_high") -> str:
-    """``+7.0 [+4.3, +9.5]`` (a difference, signed) or ``71.6 [68.9, 74.3]`` (an accuracy), in points."""
-    sign = value == "diff"
-    return f"{points(row[value], sign)} [{points(row[low], sign)}, {points(row[high], sign)}]"
-
-
-def _what(row) -> str:
-    if row["kind"] in ("position", "truncation"):
-        return f"{row['pooling']}, {row['condition']} {row['length_bin']}: {row['a']} − {row['b']}"
-    if row["kind"] == "gap_change":
-        gap = f"({row['pooling']} − {BASELINE[row['family']]})"
-        return f"{gap} {row['a']} − {gap} {row['b']}"
-    return f"{row['a']} − {row['b']}"
-
-
-def describe(row) -> str:
-    """One comparison in words: what minus what, difference [95% CI] in points, p and Holm p."""
-    return f"{_what(row)} = {with_ci(row)} points, p = {pvalue(row['p'])}, Holm p = {pvalue(row['holm_p'])}"
-
-
-def _mcnemar(row) -> str:
-    seeds = sorted(c for c in row.index if c.startswith("mcnemar_p_seed") and pd.notna(row[c]))
-    return " / ".join(pvalue(row[c]) for c in seeds)
-
-
-DIGEST_SECTIONS = {"baseline": "Each pooling against the family's baseline",
-                   "best": "Best: the most accurate pooling against the runner-up",
-                   "worst": "Worst: the least accurate pooling against the next one up",
-                   "position": "Tail probe, contrast texts: verdict at the end − at the start",
-                   "truncation": "Tail probe, contrast texts, verdict at the end: tail − head truncation",
-                   "gap_change": "Gap change: each pooling's difference to the baseline, fine-tuned − frozen"}
-
-
-def markdown_summary(stats: pd.DataFrame, comps: pd.DataFrame, cells: pd.DataFrame) -> str:
-    """A Markdown digest: accuracy with CIs, and every comparison of :func:`comparisons` with its
-    difference, 95% CI, p, Holm p and McNemar p per seed."""
-    lines = ["# Results digest", "",
-             "Generated by the `statistics` rule from `pooling_stats.csv`, `comparisons.csv` and "
-             "`tailprobe_cells.csv`; do not edit. Accuracy in %, pooled over seeds, with a 95% CI from a bootstrap "
-             "that resamples test units (IMDB reviews; probe verdicts, whose three positions move together) and "
-             "seeds. A comparison a − b is the paired difference in points with its 95% CI, the bootstrap p, and "
-             f"Holm's p over all {len(comps)} comparisons below; McNemar: exact p per seed. * = Holm p < 0.05.", ""]
-    stats = stats.assign(setting=stats["dataset"] + " · " + _setting_names(stats))
-    settings = list(dict.fromkeys(stats["setting"]))
-    lines += ["## Accuracy by pooling", "", "| pooling | " + " | ".join(settings) + " |",
-              "|---|" + "---:|" * len(settings)]
-    for pooling in sorted(stats["pooling"].unique()):
-        row = []
-        for s in settings:
-            r = stats[(stats["setting"] == s) & (stats["pooling"] == pooling)]
-            base = " (baseline)" if len(r) and pooling == r["baseline"].iloc[0] else ""
-            acc = with_ci(r.iloc[0], "accuracy", "accuracy_ci_low", "accuracy_ci_high") if len(r) else "–"
-            row.append(acc + base)
-        lines.append(f"| {pooling} | " + " | ".join(row) + " |")
-    if len(comps):
-        comps = comps.assign(setting=comps["dataset"] + " · " + _setting_names(comps))
-        for kind, title in DIGEST_SECTIONS.items():
-            lines += _comparison_section(comps[comps["kind"] == kind], title)
-        claims = _superlatives(comps)
-        if claims:
-            lines += ["", "## What the superlatives rest on", ""] + [f"- {c}" for c in claims]
-    if not cells.empty:
-        lines += _contrast_cells(cells)
-    return "\n".join(lines) + "\n"
-
-
-def _comparison_section(sub: pd.DataFrame, title: str) -> list[str]:
-    if sub.empty:
-        return []
-    lines = ["", f"## {title}", "", "| setting | comparison | difference [95% CI] | p | Holm p | McNemar p per seed |",
-             "|---|---|---:|---:|---:|---|"]
-    for _, r in sub.iterrows():
-        star = "*" if r["holm_p"] < 0.05 else ""
-        lines.append(f"| {r['setting']} | {_what(r)} | {with_ci(r)}{star} | {pvalue(r['p'])} | {pvalue(r['holm_p'])} "
-                     f"| {_mcnemar(r)} |")
-    return lines
-
-
-def _superlatives(comps: pd.DataFrame) -> list[str]:
-    """A sentence per best/worst claim, saying whether its own test backs it."""
-    out = []
-    for _, r in comps[comps["kind"].isin(["best", "worst"])].iterrows():
-        word = "most" if r["kind"] == "best" else "least"
-        verdict = (f"{r['a']} is the {word} accurate pooling" if r["holm_p"] < 0.05 else
-                   f"{r['a']} is not distinguishable from {r['b']}: no single {word} accurate pooling")
-        out.append(f"{r['setting']}: {verdict} ({describe(r)}).")
-    return out
-
-
-def _contrast_cells(cells: pd.DataFrame) -> list[str]:
-    lines = ["", "## Tail probe: contrast examples (the body disagrees with the verdict)", "",
-             "Accuracy in % [95% CI over verdicts and seeds] by verdict position; below 50 means the summary "
-             "follows the body.", ""]
-    sub = cells[cells["condition"] == "contrast"].copy()
-    sub["setting"] = (sub["model"] + " · " + sub["truncation"] + "-" + sub["max_len"].astype(str) + " · "
-                      + sub["length_bin"])
-    cols = [(s, p) for s in dict.fromkeys(sub["setting"]) for p in POSITIONS]
-    lines += ["| pooling | " + " | ".join(f"{s} · {p}" for s, p in cols) + " |", "|---|" + "---:|" * len(cols)]
-    for pooling in sorted(sub["pooling"].unique()):
-        vals = []
-        for s, p in cols:
-            r = sub[(sub["setting"] == s) & (sub["position"] == p) & (sub["pooling"] == pooling)]
-            vals.append("–" if r.empty else f"{100 * r['accuracy'].iloc[0]:.0f} "
-                        f"[{100 * r['accuracy_ci_low'].iloc[0]:.0f}, {100 * r['accuracy_ci_high'].iloc[0]:.0f}]")
-        lines.append(f"| {pooling} | " + " | ".join(vals) + " |")
-    return lines
