@@ -121,6 +121,10 @@ BAD_CONFIGS = [
      "starts from the frozen run runs/imdb/random-bert/frozen/tail-64/cls/seed0, which the study does not train"),
     ("init-from-not-a-name", _set("regimes.finetune.init_from", 1), "regimes.finetune.init_from",
      "1 is not of type 'string'"),
+    ("unknown-reference-regime", _set("statistics", {"reference_regime": "frozn"}), "statistics.reference_regime",
+     "unknown regime 'frozn'"),
+    ("main-regime-of-unknown-model", _set("statistics", {"main_regimes": {"bert-tiny": "finetune"}}),
+     "statistics.main_regimes.bert-tiny", "unknown model"),
 ]
 # A few go through the real CLI (a full `snakemake --cores 1`, not a dry run): schema and semantic errors.
 CLI_CASES = ["unknown-model", "unknown-dataset", "pooler-on-decoder-model", "float-seed", "max-len-above-limit",

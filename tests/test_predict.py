@@ -207,3 +207,16 @@ def test_an_interrupted_predict_leaves_nothing(smoke, own_resources, tmp_path, m
     assert not [p for p in own_resources.rglob("*") if ".partial-" in p.name or ".tmp-" in p.name]
     assert not (own_resources / "predict-cache").exists()  # nor the empty folders above the cache
     assert signal.getsignal(signal.SIGTERM) is not None  # main() put the previous handler back
+
+
+def test_the_resources_folder_of_a_run_follows_its_configs_results_dir():
+    """paper.yaml nests its results (results/paper) but not its resources: a run there finds resources/."""
+    from poolbench.cli import _resources
+
+    from conftest import REPO
+
+    for results in ("results", "results/paper"):
+        run = REPO / results / "runs" / "imdb" / "m" / "frozen" / "head-128" / "cls" / "seed0"
+        assert _resources(run, None) == REPO / "resources"
+    assert _resources(REPO / "results" / "runs" / "a" / "b" / "c" / "d" / "e" / "f", REPO / "elsewhere") == \
+        REPO / "elsewhere"

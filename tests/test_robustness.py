@@ -333,7 +333,7 @@ def test_no_remote_code_no_pickles_no_unsafe_yaml():
 
 
 def _calls(name: str):
-    for path in (REPO / "src" / "poolbench").glob("*.py"):
+    for path in (REPO / "src" / "poolbench").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call):
                 func = node.func

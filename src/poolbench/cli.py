@@ -72,9 +72,20 @@ def _trained_run(run_dir: Path, resources: Path | None) -> tuple[dict, Path, Pat
 
 
 def _resources(run_dir: Path, resources: Path | None) -> Path:
-    """The resources folder: as given, else beside the results folder that holds the run."""
+    """The resources folder: as given, else the ``resources_dir`` of the workflow config whose ``results_dir``
+    holds the run (``results/paper`` for paper.yaml), else ``resources`` beside that results folder."""
+    if resources:
+        return Path(resources)
+    import yaml
+
     # runs/<dataset>/<model>/<regime>/<truncation>-<max_len>/<pooling>/seed<k> under results_dir
-    return Path(resources) if resources else Path(run_dir).resolve().parents[6].parent / "resources"
+    results = Path(run_dir).resolve().parents[6]
+    for workdir in results.parents:
+        for config in sorted((workdir / "workflow" / "config").glob("*.yaml")):
+            cfg = yaml.safe_load(config.read_text()) or {}
+            if "results_dir" in cfg and (workdir / cfg["results_dir"]).resolve() == results:
+                return workdir / cfg.get("resources_dir", "resources")
+    return results.parent / "resources"
 
 
 def _run_spec(run_dir: Path) -> dict:

@@ -165,6 +165,13 @@ def check(config: dict) -> None:
                 for j, name in enumerate(names):
                     _check_pooling(name, spec["family"], f"{key}.poolings[{j}]", m)
     _check_init_from(config)
+    from .analysis.settings import Statistics, StatisticsError
+
+    try:
+        Statistics.from_config(config.get("statistics")).check(config)
+    except StatisticsError as err:
+        key, _, message = str(err).partition(": ")
+        raise ConfigError(key, message) from None
 
 
 def _check_init_from(config: dict) -> None:

@@ -154,13 +154,12 @@ def uses_ladder():
 
 def compares_regimes():
     """Some setting is trained in the reference regime and its main fine-tuned one (the config's
-    `statistics` section, poolbench.analysis.settings, checked here at start-up): the paper's tab_regimes."""
+    `statistics` section, poolbench.analysis.settings; checked at start-up by config.check): the paper's
+    tab_regimes."""
     from poolbench.analysis import Statistics, StatisticsError
 
     try:
-        settings = Statistics.from_config(config.get("statistics"))
-        settings.check(config)
-        return bool(settings.finetuned_regimes(planned_runs()))
+        return bool(Statistics.from_config(config.get("statistics")).finetuned_regimes(planned_runs()))
     except StatisticsError as err:
         sys.exit(f"poolbench: config error at {err}")
 
