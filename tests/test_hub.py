@@ -319,12 +319,13 @@ def make_run(root, arch: str, regime: str, pooling: str, texts: pd.DataFrame, bi
     regimes = {"frozen": {"epochs": 1}, "topk": {"epochs": 1, "trainable_layers": 1},
                "finetune": {"epochs": 1, "trainable_layers": 1}}
     config = {"models": {name: {"family": FAMILY[arch], "source": {"type": "random", "arch": arch}}},
-              "regimes": regimes, "cache_layers": 2,
+              "regimes": regimes, "cache_layers": 2, "datasets": {"imdb": {"train_size": 8, "test_size": 8, "seed": 0}},
               "study": [{"datasets": ["imdb"], "models": [name], "regimes": [regime], "truncations": ["head"],
                          "max_len": [MAX_LEN], "seeds": [0]}]}
     run = Run("imdb", name, regime, "head", MAX_LEN, pooling, 0)
     spec = run_spec(config, run)
-    spec["cache"]["dtype"] = "float32"  # the exported model computes in float32; so does this run
+    if "cache" in spec:  # regimes that read cached states
+        spec["cache"]["dtype"] = "float32"  # the exported model computes in float32; so does this run
     frame = texts[["id", "text", "label"]]
     key, features = ("imdb", "test"), {}
     if regime != "finetune":

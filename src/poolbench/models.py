@@ -27,9 +27,6 @@ import torch
 
 from .io import atomic_dir
 
-FAMILIES = ("encoder", "decoder")
-
-
 class ModelSourceError(RuntimeError):
     """A model could not be fetched or verified; the message names the model and the cause."""
 

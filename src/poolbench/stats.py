@@ -129,6 +129,19 @@ def _check(counts, n_units: int, n_seeds: int) -> np.ndarray:
     return counts
 
 
+def accuracy_ci(counts: np.ndarray, rows_per_unit: int, resampler: Resampler) -> dict:
+    """Accuracy of one classifier with its 95% bootstrap CI over units and seeds (``poolbench score``)."""
+    counts = _check(counts, resampler.n_units, resampler.n_seeds)
+    return summarise_accuracy(int(counts.sum()), resampler.totals(counts), counts.size * rows_per_unit)
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, rows_per_unit: int, resampler: Resampler) -> dict:
+    """Difference accuracy(a) - accuracy(b), its 95% CI and two-sided bootstrap p (``poolbench compare``)."""
+    a, b = (_check(x, resampler.n_units, resampler.n_seeds) for x in (a, b))
+    boot = resampler.totals(np.stack([a, b]))
+    return summarise_difference(int(a.sum()), int(b.sum()), boot[:, 0], boot[:, 1], a.size * rows_per_unit)
+
+
 def summarise_accuracy(total: int, boot_totals: np.ndarray, denom: int) -> dict:
     """Accuracy total/denom and the 95% percentile CI from resampled totals."""
     low, high = np.quantile(boot_totals / denom, [ALPHA / 2, 1 - ALPHA / 2])

@@ -148,11 +148,6 @@ def set_trainable_layers(backbone: nn.Module, n: int | str) -> None:
             p.requires_grad = True
 
 
-def _layer_list(backbone: nn.Module) -> nn.ModuleList:
-    """Deprecated: :func:`poolbench.arch.layers`. Kept only while ``hub.export_run`` imports it."""
-    return arch.layers(backbone)
-
-
 class LiveData:
     """Tokenised texts for the finetune regime; batches are padded on the fly (dynamic padding)."""
 

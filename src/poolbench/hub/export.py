@@ -13,10 +13,8 @@ from pathlib import Path
 
 import torch
 
+from ..arch import EXPORTABLE  # the poolings a *ForSequenceClassification class computes, for which model types
 from .common import HubError, check_out, quiet_transformers
-
-# The poolings a *ForSequenceClassification class computes, and the model types it does so for.
-EXPORTABLE = {"pooler": ("bert",), "last": ("llama", "gpt2")}
 
 
 def export_run(spec: dict, model_dir: Path, weights: Path, out: Path, metrics=None, overwrite: bool = False) -> Path:
@@ -34,8 +32,7 @@ def export_run(spec: dict, model_dir: Path, weights: Path, out: Path, metrics=No
 
     from ..io import atomic_dir
     from ..models import load_backbone
-    from ..topk import resolve_trainable_layers
-    from ..train import _layer_list
+    from ..arch import export_name
 
     run = spec["run"]
     check_out(out, "config.json", "an earlier model export", overwrite)
@@ -55,17 +52,13 @@ def export_run(spec: dict, model_dir: Path, weights: Path, out: Path, metrics=No
     hf.base_model.load_state_dict(base.state_dict())
     head = hf.classifier if hasattr(hf, "classifier") else hf.score
 
-    layers_path = _path_of(base, _layer_list(base))
-    L = len(_layer_list(base))
-    k = 0  # trained top layers (topk): top.layers.i is layer L - k + i
-    if spec["kind"] == "topk":
-        k = resolve_trainable_layers(spec["regime"].get("trainable_layers", 0), run["model"])
+    k = spec["trained_layers"] if spec["kind"] == "topk" else 0  # top.layers.i is layer L - k + i
     target = dict(hf.base_model.named_parameters()) | dict(hf.base_model.named_buffers())
     state = load_file(str(weights))
     unused = []
     with torch.no_grad():
         for key, value in state.items():
-            name = _base_name(key, layers_path, L, k)
+            name = export_name(key, base.config, k)
             if name is None:
                 continue  # the head, below, or a part the export does not need
             if name not in target or target[name].shape != value.shape:
@@ -101,32 +94,11 @@ def export_run(spec: dict, model_dir: Path, weights: Path, out: Path, metrics=No
     return atomic_dir(out, write)
 
 
-def _path_of(root: torch.nn.Module, module: torch.nn.Module) -> str:
-    return next(name for name, m in root.named_modules() if m is module)
-
-
-def _base_name(key: str, layers_path: str, L: int, k: int) -> str | None:
-    """The base-model name of a run's saved weight, or None for the head and parts not exported."""
-    if key.startswith("head."):
-        return None
-    if key.startswith("backbone."):
-        rest = key[len("backbone."):]
-        return None if rest.startswith("pooler.") else rest  # the pooling's own pooler copy is what ran
-    if key.startswith("pooling.pooler."):
-        return "pooler." + key[len("pooling.pooler."):]
-    if key.startswith("top.layers."):
-        i, rest = key[len("top.layers."):].split(".", 1)
-        return f"{layers_path}.{L - k + int(i)}.{rest}"
-    if key.startswith("top.norm."):
-        return "norm." + key[len("top.norm."):]
-    if key.startswith("top.rotary_emb."):
-        return None  # buffers computed from the config
-    return key  # anything else must be a base-model weight, or the export refuses it
-
-
 def _fold_bias(hf, weight: torch.Tensor, bias: torch.Tensor, run: dict) -> None:
     """Put the head's bias into the final LayerNorm's bias: logits = W (y + delta) with W delta = b."""
-    norm = getattr(hf.base_model, "ln_f", None)
+    from ..arch import final_norm
+
+    norm = final_norm(hf.base_model)
     if norm is None or getattr(norm, "bias", None) is None:
         raise HubError(f"the {run['model']} run's head adds biases ({bias[0]:.4g}, {bias[1]:.4g}) to its logits, "
                        f"which a {type(hf).__name__} cannot hold: its score layer and final norm have no bias; of "
