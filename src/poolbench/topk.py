@@ -8,8 +8,9 @@ decoders – recomputes the rest at each step. The classifier holds only what tr
 
 Indices below are Hugging Face ``hidden_states`` indices: 0 is the embedding output, ``i`` the
 output of layer ``i`` (1-based) and ``L`` the final state, which for decoders is taken *after*
-the final norm (GPT-2's ``ln_f``, Llama's RMSNorm; encoders have none). ``tests/test_topk.py`` proves that this is the live
-backbone with its lower layers frozen: same logits, same training steps (dropout off).
+the final norm (GPT-2's ``ln_f``, Llama's RMSNorm; encoders have none). ``tests/test_topk.py``
+proves that this is the live backbone with its lower layers frozen: same logits, same training
+steps (dropout off).
 
 Positions: the cache holds unpadded rows, so every example's tokens sat at the positions of an
 unpadded row when its states were computed. :class:`TopLayers` gives rotary layers the same
