@@ -96,6 +96,26 @@ def test_test_size_rebuilds_the_test_subset_and_its_dependants_only(done, tmp_pa
     assert set(features) <= {"test"}
 
 
+def test_a_rebuilt_subset_retrains_the_runs_that_read_it(done, tmp_path):
+    # The subset's job reruns (its params), and so does every run whose spec holds the subset's: the
+    # runs' own stamps say so even though Snakemake skips jobs downstream of a rerun through ancient inputs.
+    cfg = load_config(MINI)
+    cfg["datasets"]["imdb"]["train_size"] = 60
+    jobs = dry_run(done, cfg, tmp_path)
+    assert [wc["split"] for rule, wc in jobs if rule == "imdb_subset"] == ["train"]
+    assert len([wc for rule, wc in jobs if rule == "train"]) == len(expand(cfg))
+
+
+def test_adding_an_evaluation_set_retrains_nothing(done, tmp_path):
+    cfg = load_config(MINI)
+    cfg["transfer"] = {"imdb": ["sst2"]}
+    cfg["datasets"]["sst2"] = {}
+    jobs = dry_run(done, cfg, tmp_path)
+    assert "train" not in rules(jobs)
+    assert len([wc for rule, wc in jobs if rule == "evaluate"]) == len(expand(cfg))
+    assert {"evalset", "evalset_report", "evalset_cells"} <= rules(jobs)
+
+
 def test_jobs_read_settings_only_through_their_rule():
     """No job touches the global config: the attributes a job reads off `smk` are its rule's own."""
     import ast

@@ -116,10 +116,20 @@ def check(config: dict) -> None:
     if layers_needed > cache_layers:
         raise ConfigError("pooling_options.layers_concat.layers",
                           f"{layers_needed} layers but cache_layers is {cache_layers}")
+    from . import evalsets
+
     for source, targets in config.get("transfer", {}).items():
         for t in [source, *targets]:
             if t not in datasets:
                 raise ConfigError(f"transfer.{source}", f"dataset {t!r} is not configured under datasets")
+        for t in targets:
+            if t not in evalsets.REGISTRY:
+                raise ConfigError(f"transfer.{source}", f"{t!r} is no evaluation set; registered: "
+                                                        f"{', '.join(evalsets.names())}")
+    for j, name in enumerate(datasets.get("imdb", {}).get("exclude", [])):
+        if name not in evalsets.REGISTRY or evalsets.get(name).imdb_overlap is None:
+            raise ConfigError(f"datasets.imdb.exclude[{j}]", f"{name!r} is no evaluation set that takes its texts "
+                                                             f"from IMDB")
 
     for g, grid in enumerate(config["study"]):
         key = f"study[{g}]"
@@ -395,25 +405,14 @@ def run_spec(config: dict, run: Run) -> dict:
     return spec
 
 
-def dataset_version(name: str) -> int | None:
-    """The code version of a generated dataset (bumped when its builder changes what it makes)."""
-    if name == "tailprobe":
-        from . import tailprobe
-
-        return tailprobe.VERSION
-    if name == "naturaltail":
-        from . import naturaltail
-
-        return naturaltail.VERSION
-    return None
-
-
 def dataset_spec(config: dict, name: str, split: str) -> dict:
-    """What one split of a dataset depends on: an IMDB subset's size and seed; a generated set's settings
-    and code version."""
+    """What one split of a dataset depends on: an IMDB subset's size and seed (and the sets it leaves out); an
+    evaluation set's settings and version (:func:`poolbench.evalsets.spec`)."""
     if name == "imdb":
         return subset_spec(config, name, split)
-    return {"settings": config["datasets"][name], "version": dataset_version(name)}
+    from . import evalsets
+
+    return evalsets.spec(name, config["datasets"].get(name))
 
 
 def evaluation_spec(config: dict, run: Run, evalset: str) -> dict:
@@ -422,9 +421,15 @@ def evaluation_spec(config: dict, run: Run, evalset: str) -> dict:
 
 
 def subset_spec(config: dict, dataset: str, split: str) -> dict:
-    """What one IMDB subset depends on: its own size and seed (not the other split's)."""
+    """What one IMDB subset depends on: its own size and seed (not the other split's) and, for the training
+    split only and only when ``exclude`` is set, the specs of the evaluation sets whose reviews it leaves out."""
+    from . import evalsets
+
     spec = config["datasets"][dataset]
-    return {"size": spec[f"{split}_size"], "seed": spec["seed"] + (0 if split == "train" else 1)}
+    out = {"size": spec[f"{split}_size"], "seed": spec["seed"] + (0 if split == "train" else 1)}
+    if split == "train" and spec.get("exclude"):
+        out["exclude"] = {name: evalsets.spec(name, config["datasets"].get(name)) for name in spec["exclude"]}
+    return out
 
 
 # --------------------------------------------------------------------------------------------

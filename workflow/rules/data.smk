@@ -62,3 +62,47 @@ rule naturaltail:
         ENV
     script:
         JOB_SCRIPT
+
+
+# Every evaluation set with a loader in poolbench.evalsets (CAD, SST-2, the crowd set, ...): one rule
+# for all of them. Adding such a set is its registry entry and a `transfer` line, nothing here.
+rule evalset:
+    output:
+        test=S(paths.DATASET, dataset="{evalset}", split="test"),
+    wildcard_constraints:
+        evalset="|".join(loaded_sets()),
+    log:
+        S("logs/data/evalset_{evalset}.log"),
+    params:
+        spec=spec_of_loaded_set,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        JOB_SCRIPT
+
+
+# Its datasheet (provenance and counts) and the IMDB bag-of-words baseline's predictions, committed.
+rule evalset_report:
+    input:
+        unpack(report_inputs),
+    output:
+        datasheet=R("data/{evalset}.md"),
+        baseline=R(paths.BASELINE),
+    wildcard_constraints:
+        evalset="|".join(loaded_sets()),
+    log:
+        S("logs/data/evalset_report_{evalset}.log"),
+    params:
+        spec=spec_of_loaded_set,
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=20,
+    conda:
+        ENV
+    script:
+        JOB_SCRIPT
