@@ -168,6 +168,7 @@ def check(config: dict) -> None:
                 if kind == "topk" and (tl == "all" or tl < 1):
                     raise ConfigError(f"regimes.{regime}.trainable_layers", f"a topk regime trains 1 or more "
                                                                            f"layers, not {tl!r}")
+                _check_training(config["regimes"][regime], regime, kind, m)
             names = poolings_for(config, grid, m)
             if not names:
                 raise ConfigError(f"poolings.{spec['family']}", f"no poolings listed for family {spec['family']!r}")
@@ -182,6 +183,26 @@ def check(config: dict) -> None:
     except StatisticsError as err:
         key, _, message = str(err).partition(": ")
         raise ConfigError(key, message) from None
+
+
+def _check_training(settings: dict, regime: str, kind: str, model: str) -> None:
+    """A regime's training settings as its jobs will read them (poolbench.train.TrainConfig), at start-up."""
+    from dataclasses import fields as dataclass_fields
+
+    from .train import TrainConfig
+
+    if kind == "frozen" and "dev_fraction" in settings:
+        raise ConfigError(f"regimes.{regime}.dev_fraction", "is for fine-tuned regimes (topk, finetune); a frozen "
+                                                            "regime holds out head.val_fraction instead")
+    grid = settings.get("lr_grid")
+    if isinstance(grid, dict) and model not in grid:
+        raise ConfigError(f"regimes.{regime}.lr_grid", f"names no learning rates for model {model!r}")
+    known = {f.name for f in dataclass_fields(TrainConfig)}
+    try:
+        TrainConfig(**{k: v for k, v in settings.items() if k in known and k != "lr_grid"},
+                    lr_grid=grid[model] if isinstance(grid, dict) else grid)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"regimes.{regime}", str(err)) from None
 
 
 def _check_init_from(config: dict) -> None:
