@@ -288,7 +288,8 @@ def study(regime: dict) -> dict:
             "models": {"tiny": {"family": "decoder", "source": {"type": "random", "arch": "llama", "tokenizer": "x",
                                                                 "hidden": 32, "layers": LAYERS, "heads": 4}}},
             "regimes": {"topk": {"kind": "topk", "batch_size": 8, "dropout": 0.0, "trainable_layers": K, **regime}},
-            "poolings": {"decoder": ["mean"]}, "cache_layers": 1}
+            "poolings": {"decoder": ["mean"]}, "cache_layers": 1,
+            "datasets": {"toy": {"train_size": 8, "test_size": 8, "seed": 0}}}
 
 
 def run(tiny, regime: dict, test: str = "test", tag: str = "a"):
@@ -330,10 +331,11 @@ def test_run_one_records_the_search_and_never_looks_at_test(tiny):
 
 
 def test_run_one_without_the_keys_trains_as_today(tiny):
-    """Absent keys: the spec holds none of them, and run_one trains `epochs` epochs on all of train."""
+    """Absent keys: the spec holds their defaults (off), and run_one trains `epochs` epochs on all of train."""
     plain = {"epochs": 2, "lr": 1e-3}
     metrics, record, _ = run(tiny, plain, tag="plain")
-    assert set(record["spec"]["regime"]) == {"kind", "batch_size", "dropout", "trainable_layers", "epochs", "lr"}
+    regime = record["spec"]["regime"]
+    assert [regime[k] for k in ("dev_fraction", "patience", "eval_every", "lr_grid")] == [None] * 4
     train = record["train"]
     assert "evaluations" not in train and "search" not in train and "chosen" not in train
     assert len(train["epoch_loss"]) == 2 and train["steps"] == 2 * math.ceil(64 / 8)
@@ -373,11 +375,12 @@ def test_the_new_regime_keys_pass_the_schema_and_resolve_per_model():
     tc = train_config(spec)
     assert (tc.dev_fraction, tc.patience, tc.eval_every, tc.log_every, tc.lr_grid) == (0.1, 3, 20, 5, (1e-5, 3e-5))
     del cfg["regimes"]["finetune"]["lr_grid"]["random-bert"]
-    with pytest.raises(ValueError, match="regimes.finetune.lr_grid names no learning rates for model 'random-bert'"):
+    with pytest.raises(ValueError, match="regimes.finetune.lr_grid: names no learning rates for model 'random-bert'"):
         train_config(run_spec(cfg, Run("imdb", "random-bert", "finetune", "tail", 64, "cls", 0)))
-    cfg["regimes"]["frozen"]["dev_fraction"] = 0.1
-    with pytest.raises(ValueError, match="regimes.frozen: dev_fraction is for fine-tuned regimes"):
-        train_config(run_spec(cfg, Run("imdb", "random-bert", "frozen", "head", 64, "mean", 0)))
+    cfg["regimes"]["finetune"]["lr_grid"]["random-bert"] = [1e-5]
+    cfg["regimes"]["frozen"]["dev_fraction"] = 0.1  # refused at start-up (a frozen run's spec never holds it)
+    with pytest.raises(ValueError, match="regimes.frozen.dev_fraction: is for fine-tuned regimes"):
+        check(cfg)
     cfg["regimes"]["finetune"]["dev_fraction"] = 1.5
     with pytest.raises(Exception, match="dev_fraction"):
         validate(cfg, str(REPO / "workflow" / "config" / "schema.yaml"))

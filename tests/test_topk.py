@@ -303,7 +303,8 @@ def lpft_config() -> dict:
             "regimes": {"frozen": {"epochs": 3, "batch_size": 8, "lr": 1e-2, "dropout": 0.0, "head": head},
                         "lpft": {**topk, "init_from": "frozen"}, "topk": topk,
                         "lpft_live": {**live, "init_from": "frozen"}, "live": live},
-            "poolings": {"decoder": ["mean", "attention"]}, "cache_layers": 1}
+            "poolings": {"decoder": ["mean", "attention"]}, "cache_layers": 1,
+            "datasets": {"toy": {"train_size": 8, "test_size": 8, "seed": 0}}}
 
 
 @pytest.fixture(scope="module")

@@ -433,7 +433,8 @@ def dataset_spec(config: dict, name: str, split: str) -> dict:
         return subset_spec(config, name, split)
     from . import evalsets
 
-    return evalsets.spec(name, config["datasets"].get(name))
+    settings = config.get("datasets", {}).get(name)
+    return evalsets.spec(name, settings) if name in evalsets.REGISTRY else {"settings": settings or {}}
 
 
 def evaluation_spec(config: dict, run: Run, evalset: str) -> dict:

@@ -240,6 +240,13 @@ def figures(smk) -> None:
     accuracy_by_pooling(_statistics(smk).main_rows(pd.read_csv(smk.input.stats)), Path(smk.output.accuracy))
 
 
+def training_curves(smk) -> None:
+    from .curves import plot_curves
+    from .metrics import RunMetrics
+
+    plot_curves([RunMetrics.read(Path(p)) for p in smk.input.metrics], Path(smk.output.figure))
+
+
 def statistics(smk) -> None:
     """Pooling comparisons (Holm over the confirmatory family, BH over the rest), tail-probe cells for probe
     runs and for transfer, the regime ladder."""
@@ -328,5 +335,5 @@ def paper(smk) -> None:
 
 
 JOBS = {f.__name__: f for f in (download_wheel, tokenizer, model, imdb_subset, evalset, evalset_report, tailprobe,
-                                naturaltail, features, train, evaluate, aggregate, figures, statistics, evalset_cells,
-                                verdict_attention, paper_numbers, paper)}
+                                naturaltail, features, train, evaluate, aggregate, figures, training_curves, statistics,
+                                evalset_cells, verdict_attention, paper_numbers, paper)}

@@ -40,6 +40,25 @@ rule figures:
         JOB_SCRIPT
 
 
+# Training curves (train loss, dev loss and accuracy against the step) of the runs that early-stop on a
+# dev split: a config with a `dev_fraction` in some fine-tuned regime gets this figure.
+rule training_curves:
+    input:
+        metrics=curve_metrics_files(),
+    output:
+        figure=report(R("figures/training_curves.png"), caption="../report/training_curves.rst", category="Figures"),
+    log:
+        S("logs/analysis/training_curves.log"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        JOB_SCRIPT
+
+
 rule statistics:
     input:
         runs=R("summary/runs.csv"),

@@ -365,9 +365,16 @@ def natural_reports():
     return [R("data/naturaltail_checks.json"), R("data/NATURALTAIL.md")] if uses_natural() else []
 
 
+def curve_metrics_files():
+    """metrics.json of the runs whose regime early-stops on a dev split (they record training curves)."""
+    return [R(paths.METRICS, **run.wildcards()) for run in RUNS
+            if config["regimes"][run.regime].get("dev_fraction") is not None]
+
+
 def figure_files():
     return [R("figures/accuracy_by_pooling.png"), *([R("figures/tailprobe_by_position.png")] if uses_probe() else []),
-            *([R("figures/regime_ladder.png")] if uses_ladder() else [])]
+            *([R("figures/regime_ladder.png")] if uses_ladder() else []),
+            *([R("figures/training_curves.png")] if curve_metrics_files() else [])]
 
 
 def paper_files():
