@@ -62,10 +62,12 @@ def audit_sample_v4(probe: dict[str, pd.DataFrame], seed: int = AUDIT_SEED_V4) -
     rng = np.random.default_rng(seed)
     v = pd.DataFrame({"id": test["verdict_review_id"], "text": verdict_texts(test), "probe_label": test["label"]})
     v = v.drop_duplicates("id").sort_values("id").reset_index(drop=True)
-    parts = [v.iloc[np.sort(rng.choice(len(v), min(SAMPLE_V4["verdict"], len(v)), replace=False))].assign(kind="verdict")]
+    # drawn in a random order, not sorted: verdict ids sort negatives first, so a sorted sample's order
+    # would tell the reader the labels
+    parts = [v.iloc[rng.choice(len(v), min(SAMPLE_V4["verdict"], len(v)), replace=False)].assign(kind="verdict")]
     for kind in ("neutral", "agree", "contrast"):
         c = test[test["condition"] == kind].sort_values("id").reset_index(drop=True)
-        c = c.iloc[np.sort(rng.choice(len(c), min(SAMPLE_V4[kind], len(c)), replace=False))]
+        c = c.iloc[rng.choice(len(c), min(SAMPLE_V4[kind], len(c)), replace=False)]
         parts.append(pd.DataFrame({"id": c["id"], "text": c["text"], "probe_label": c["label"]}).assign(kind=kind))
     out = pd.concat(parts, ignore_index=True)
     out["sha256"] = [sha(t) for t in out["text"]]

@@ -123,8 +123,10 @@ def _v4_checks(checks) -> list[str]:
         lines.append("")
     bc = checks.get("bodies_point_their_own_way")
     if bc:
-        lines += [f"**Bodies point their own way** (v3's check, agree and contrast; bag-of-words on the body alone, "
-                  f"accuracy w.r.t. the verdict label): {ok(bc)}; "
+        th = bc["thresholds"]
+        lines += [f"**Bodies point their own way** (v3's check, reported, not enforced in v4; bag-of-words on the body "
+                  f"alone, accuracy w.r.t. the verdict label; v3's thresholds contrast ≤ {th['contrast_max']}, agree ≥ "
+                  f"{th['agree_min']}: {'met' if bc.get('passed_v3_thresholds') else '**not met**'}); "
                   + "; ".join(f"{s}: " + ", ".join(f"{c} {v:.3f}" for c, v in x["by_condition"].items())
                               for s, x in bc["splits"].items()) + ".", ""]
     cv = checks.get("no_counter_verdicts")

@@ -113,11 +113,26 @@ NOT_DESCRIPTIVE = re.compile(
 )
 
 
+# ... and a neutral body tells the story, not about the film: a sentence naming the work, its making or
+# its audience, or stating what "it" / "this" is, is a comment (the blind reading of v4's second build:
+# "The acting is above average", "the screenwriters are dolts", "It's a piece of fluff").
+ABOUT_THE_FILM = re.compile(
+    r"\b(movies?|films?|flick|show|series|episodes?|cinema|director|directing|direction|directed|acting|acted|actors?|"
+    r"actress\w*|cast|casting|script\w*|screen\w*|writ\w*|plot|story|stories|storyline|performances?|performer\w*|"
+    r"dialog\w*|ending|scenes?|effects|soundtrack|music|score|characters?|characteri[sz]ation|watch\w*|viewers?|"
+    r"audiences?|fans?|genre|budget|shots?|camera\w*|cinematograph\w*|edit\w*|roles?|plays?|played|starr\w*|"
+    r"stars?|studio|producers?|production|made|make|makers?|filmmakers?|hollywood|dvd|tv|television|oscars?|"
+    r"nominat\w*|career|release\w*|premise|pacing|pace|footage|documentary|comedy|drama|thriller|sequel|version|"
+    r"b-movie|cheesy|campy|fluff|trash\w*|junk|mess)\b|\b(it|this|that|there)('s|\s+is|\s+was|\s+has|\s+had)\b",
+    re.IGNORECASE,
+)
+
+
 def descriptive(sentence: str) -> bool:
     """Whether ``sentence`` may enter a v4 neutral body: five words or more, no word in the AFINN
-    lexicon (a valence of its own), nothing of :data:`NOT_DESCRIPTIVE`."""
+    lexicon (a valence of its own), nothing of :data:`NOT_DESCRIPTIVE` or :data:`ABOUT_THE_FILM`."""
     return (len(sentence.split()) >= 5 and not NOT_DESCRIPTIVE.search(sentence)
-            and not afinn().find_all(sentence))
+            and not ABOUT_THE_FILM.search(sentence) and not afinn().find_all(sentence))
 
 
 EVALUATIVE_VADER = 0.4

@@ -23,9 +23,9 @@ keeps):
    sentence, and the *first* sentence of other reviews), recorded per example in
    ``verdict_source``: a head that learned probe-train's verdict style shows it on ``first``.
 5. Bodies never use their review's first or last sentence (either can be a verdict of its own).
-6. **Long neutral bodies join reviews.** Few reviews describe for 256 tokens without a judgement,
-   so a long neutral body is the descriptive sentences of up to ``MAX_JOINED`` reviews (of the
-   verdict's film first), each review's in order; ``body_review_id`` lists them joined by ``+``.
+6. **Neutral bodies join reviews.** Few reviews describe at length without a judgement, so a
+   neutral body is the descriptive sentences of up to ``MAX_JOINED`` reviews (of the verdict's
+   film first), each review's in order; ``body_review_id`` lists them joined by ``+``.
 
 Each split has, per source, ``m`` verdicts per (label, length_bin) with ``m = ceil(size / (36 ×
 n_sources))``: 18 cells (condition × position × length_bin) × 2 labels, each verdict in all 9
@@ -53,7 +53,7 @@ COLUMNS_V4 = [
     "verdict_review_id", "verdict_source", "group_id", "body_review_id", "verdict_film", "body_film", "same_film",
 ]  # fmt: skip  (then n_tokens_<tokenizer> for each tokenizer)
 NEUTRAL = -1  # body_label of a neutral body
-MAX_JOINED = 8  # reviews a long neutral body may join
+MAX_JOINED = 40  # reviews a neutral body may join (few describe for long without a judgement)
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class BodySourceV4(BodySource):
 
     def draw_group(self, slot: Slot) -> list[dict]:
         """The three examples (start, middle, end) of ``slot``; tries reviews until one fits."""
-        if slot.body_label == NEUTRAL and slot.length_bin == "long":
+        if slot.body_label == NEUTRAL:
             return self._draw_joined(slot)
         for idx in self._candidates(slot):
             rows = self._fit_group(idx, slot)
@@ -137,9 +137,9 @@ class BodySourceV4(BodySource):
         )
 
     def _draw_joined(self, slot: Slot) -> list[dict]:
-        """A long neutral body: the descriptive sentences of several reviews (the verdict's film first),
+        """A neutral body: the descriptive sentences of one or more reviews (the verdict's film first),
         each review's in order, joined until the text reaches its target length. Few reviews describe
-        for 256 tokens without a judgement, so one review rarely suffices."""
+        for long without a judgement, so one review rarely suffices."""
         verdict = slot.verdict.text
         fixed = lengths(self.tokenizers, [" " + verdict], special=False)[:, 0] + self.special
         target, cap = self._target(slot.length_bin, fixed)
@@ -161,7 +161,7 @@ class BodySourceV4(BodySource):
                     return rows
                 self.stats["neutral_joined_rejected"] += 1
                 parts, total = [], fixed.copy()
-        raise DataError("tail probe v4: ran out of reviews for long neutral bodies; lower the sizes")
+        raise DataError(f"tail probe v4: ran out of reviews for {slot.length_bin} neutral bodies; lower the sizes")
 
     def _joined_rows(self, parts, slot: Slot) -> list[dict] | None:
         body = [self._sentences(idx)[0][i] for idx, chosen in parts for i in chosen]
