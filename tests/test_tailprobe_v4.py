@@ -180,10 +180,3 @@ def test_v4_checks_and_datasheet(probe4, imdb, tokenizer):
         assert needle in sheet, needle
     assert np.isfinite(checks["baselines"]["measured"]["imdb_bow"])
 
-
-def test_committed_v4_audit_is_complete():
-    meta, rows = audit.read_audit(audit.AUDIT_FILE_V4)
-    assert meta["version"] == "4"
-    assert {k: int(meta[k]) for k in audit.META_KEYS} == {"seed": 0, "train_size": 1008, "test_size": 1008}
-    assert rows["kind"].value_counts().to_dict() == audit.SAMPLE_V4
-    assert rows["reader_label"].isin(["0", "1", "mixed", "none"]).all()

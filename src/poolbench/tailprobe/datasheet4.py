@@ -193,11 +193,11 @@ def datasheet_v4(probe: dict[str, pd.DataFrame], checks: dict, cfg: dict, common
         "Position is the only difference, so same-film shares, body lean and body length are equal across positions.",
         "- **Conditions.** `agree` (the body's review has the verdict's polarity), `contrast` (the other polarity) and "
         "`neutral` (`body_label` = -1): a body of descriptive sentences only (third person, no exclamation, question or "
-        "capitals, no AFINN word, no judging adjective, |VADER| ≤ "
+        "capitals, no AFINN word, no judging adjective, nothing about the film, its making or its audience, |VADER| ≤ "
         f"{cfg['neutral_sentence_vader']}, the bag-of-words' P(positive) within {1 - cfg['neutral_sentence_p']:.1f}–"
         f"{cfg['neutral_sentence_p']}) whose mean sentence VADER lies within ±{cfg['neutral_body_vader']} and whose "
-        f"P(positive) lies in {cfg['neutral_body_p']}. The verdict is then the text's only sentiment. Long neutral bodies "
-        "join the descriptive sentences of several reviews (the verdict's film first; `body_review_id` lists them).",
+        f"P(positive) lies in {cfg['neutral_body_p']}. The verdict is then the text's only sentiment. Neutral bodies "
+        "join the descriptive sentences of one or more reviews (the verdict's film first; `body_review_id` lists them).",
         f"- **Windows.** Short texts fit {cfg['short_max_tokens']} tokens and long texts {cfg['max_tokens']} under every "
         "tokenizer (special tokens included), so a run that scores short texts at 128 and long texts at 512 sees every "
         "verdict: position is tested apart from truncation.",
@@ -230,8 +230,8 @@ def datasheet_v4(probe: dict[str, pd.DataFrame], checks: dict, cfg: dict, common
         *common_sections(probe, cfg),
         "## Known limitations (v4)",
         "",
-        "- Neutral bodies are plot description with the judgements removed; long ones are spliced from several reviews "
-        "and read as a patchwork. A model may spot the single evaluative sentence by its vocabulary alone (see the "
+        "- Neutral bodies are plot description with the judgements removed, spliced from one or more reviews; "
+        "joined ones read as a patchwork. A model may spot the single evaluative sentence by its vocabulary alone (see the "
         "position-blind baselines).",
         "- Contrast texts remain conflicts by design; their accuracy is the rate of following the verdict against the body.",
         "- `first` verdicts are opening sentences that pass the same filter; they differ in style from closing ones, "

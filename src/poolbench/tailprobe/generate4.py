@@ -10,7 +10,8 @@ keeps):
    positions by construction.
 2. **Three conditions.** ``agree`` and ``contrast`` as in v3, and ``neutral``: a body that
    describes without judging. Its sentences pass v3's body rules, are descriptive
-   (:func:`.filters.descriptive`: third person, no exclamation, question, negation or intensifier),
+   (:func:`.filters.descriptive`: third person, no exclamation or question, no AFINN word or judging
+   adjective, nothing about the film, its making or its audience),
    each has |VADER| at most ``neutral_sentence_vader`` and the bag-of-words' P(positive) within
    1 - ``neutral_sentence_p`` .. ``neutral_sentence_p``; the body's mean sentence VADER lies within ±``neutral_body_vader``
    and the IMDB-trained bag-of-words' P(positive | body) within ``neutral_body_p``. Its reviews
