@@ -168,7 +168,10 @@ def test_v4_checks_and_datasheet(probe4, imdb, tokenizer):
     checks = tp.run_checks(probe4, imdb[0], tokenizer, SMALL4)
     for name in ("same_body", "verdict_visible", "neutral_bodies"):
         assert checks[name]["passed"], (name, checks[name]["measured"])
-    assert checks["read_and_counted"]["status"] == "not_applicable"  # the committed audit is for the full build
+    # no v4 reading is committed yet: the check says so and fails (the rule enforces the audit)
+    assert checks["read_and_counted"]["status"] == "missing" and not checks["read_and_counted"]["passed"]
+    with pytest.raises(ValueError, match="read_and_counted"):
+        tp.assert_checks(checks)
     assert checks["truncation_bites"].get("informational")
     shares = checks["same_film_by_position"]["splits"]["test"]
     for c in ("agree", "contrast", "neutral"):
