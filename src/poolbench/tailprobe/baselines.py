@@ -68,7 +68,7 @@ def summarise(preds: pd.DataFrame) -> dict:
         "passed": True,
         "split": "test",
         "measured": {b: float(overall[b]) for b in BASELINES if b in overall},
-        "by_condition": {b: {c: float(by_cond[(b, c)]) for c in ("contrast", "agree") if (b, c) in by_cond} for b in BASELINES},
+        "by_condition": {b: {c: float(by_cond[(b, c)]) for c in ("contrast", "agree", "neutral") if (b, c) in by_cond} for b in BASELINES},
         "cells": cell_table(preds).to_dict(orient="records"),
     }
 

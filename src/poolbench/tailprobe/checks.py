@@ -19,7 +19,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .common import POSITIONS, afinn, bodies_of, check_tokenizers, config, log, split_sentences, vader, verdicts_of
+from .common import (
+    POSITIONS,
+    afinn,
+    bodies_of,
+    check_tokenizers,
+    config,
+    log,
+    split_sentences,
+    vader,
+    verdicts_of,
+    version_of,
+)
 from .filters import film_fold, imdb_models
 
 AFINN_MIN_AGREEMENT = 0.90
@@ -53,11 +64,6 @@ def check_labels_clean(probe: dict[str, pd.DataFrame]) -> dict:
     out["passed"] = all(s["agreement"] >= AFINN_MIN_AGREEMENT for s in out["splits"].values())
     out["measured"] = {k: s["agreement"] for k, s in out["splits"].items()}
     return out
-
-
-def body_classifier(train_reviews: pd.DataFrame):
-    """TF-IDF (unigrams) + logistic regression trained on full IMDB train reviews (not on the probe)."""
-    return imdb_models(train_reviews)["full"]
 
 
 def check_bodies(probe: dict[str, pd.DataFrame], model) -> dict:
@@ -204,15 +210,21 @@ def run_checks(probe: dict[str, pd.DataFrame], train_reviews: pd.DataFrame, toke
     t0 = time.time()
     models = imdb_models(train_reviews)
     model = models["full"]
-    checks = {
-        "labels_clean": check_labels_clean(probe),
-        "bodies_point_their_own_way": check_bodies(probe, model),
-        "truncation_bites": check_truncation(probe, tokenizers, cfg),
-        "no_counter_verdicts": check_counter_verdicts(probe, models, cfg),
-        "same_film": check_same_film(probe),
-        "read_and_counted": portable_file(check_audit(probe, cfg)),
-        "baselines": summarise(baseline_predictions(probe, train_reviews, imdb_model=model)),
-    }
+    if version_of(cfg) == 4:
+        from .checks4 import run_checks_v4
+
+        checks = run_checks_v4(probe, train_reviews, tokenizers, cfg, models)
+    else:
+        checks = {
+            "labels_clean": check_labels_clean(probe),
+            "bodies_point_their_own_way": check_bodies(probe, model),
+            "truncation_bites": check_truncation(probe, tokenizers, cfg),
+            "no_counter_verdicts": check_counter_verdicts(probe, models, cfg),
+            "same_film": check_same_film(probe),
+            "read_and_counted": check_audit(probe, cfg),
+            "baselines": summarise(baseline_predictions(probe, train_reviews, imdb_model=model)),
+        }
+    checks["read_and_counted"] = portable_file(checks["read_and_counted"])  # no machine path in a committed file
     build = {s: df.attrs.get("build") for s, df in probe.items() if df.attrs.get("build")}
     if build:
         checks["build"] = {"informational": True, "passed": True, "measured": {

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import re
 
 import numpy as np
 
-from poolbench.text import clean, sentence_spans
+from poolbench.polarity import afinn_lexicon, normalise, vader_analyzer
+from poolbench.text import sentence_spans
 
-VERSION = 3  # of the generator's rules; the datasheet and the audit record it
+VERSION = 3  # of the generator's rules when the config names none (the committed study's probe)
+VERSIONS = (3, 4)  # selectable with the config key ``version``
 
 DEFAULTS = {
     "seed": 0,
@@ -30,10 +31,26 @@ DEFAULTS = {
     # the human reading of a sample (None: the file bundled with this package)
     "audit": None,
 }
+# Version 4 only (``version: 4``): the keys below, over DEFAULTS. Absent ``version`` means v3 and
+# exactly v3's config (so v3's outputs do not change).
+DEFAULTS_V4 = {
+    "version": 4,
+    # a neutral body: every sentence descriptive (filters.descriptive), |VADER| <= neutral_sentence_vader and
+    # the bag-of-words' P(positive) in [1 - neutral_sentence_p, neutral_sentence_p]; the body's mean sentence VADER
+    # within +-neutral_body_vader; the IMDB bag-of-words' P(positive | body) within neutral_body_p
+    "neutral_sentence_vader": 0.3,
+    "neutral_sentence_p": 0.8,
+    "neutral_body_vader": 0.1,
+    "neutral_body_p": [0.3, 0.7],
+    # where probe-test's verdicts come from (probe-train's are always the reviews' last sentences)
+    "test_sources": ["last", "first"],
+}
 # Keys of the pipeline's dataset spec that are not the generator's business (tokenizers arrive as objects).
 IGNORED_KEYS = frozenset({"tokenizers"})
 RATINGS = {0: (1, 2), 1: (9, 10)}  # strongly polar reviews, by label
-CONDITIONS = ("contrast", "agree")
+CONDITIONS = ("contrast", "agree")  # v3
+CONDITIONS_V4 = ("contrast", "agree", "neutral")
+SOURCES = ("last", "first")  # a verdict is its review's last or (v4 probe-test) first sentence
 POSITIONS = ("start", "middle", "end")
 LENGTH_BINS = ("short", "long")
 SPLITS = ("train", "test")
@@ -49,10 +66,21 @@ def config(cfg: dict | None) -> dict:
     Keys in :data:`IGNORED_KEYS` (e.g. the pipeline's list of tokenizer names) are dropped.
     """
     cfg = {k: v for k, v in (cfg or {}).items() if k not in IGNORED_KEYS}
-    unknown = sorted(set(cfg) - set(DEFAULTS))
+    version = int(cfg.pop("version", VERSION))
+    if version not in VERSIONS:
+        raise ValueError(f"tail probe: version must be one of {VERSIONS}, got {version}")
+    defaults = DEFAULTS if version == 3 else {**DEFAULTS, **DEFAULTS_V4}
+    unknown = sorted(set(cfg) - set(defaults))
     if unknown:
-        raise ValueError(f"tail probe: unknown config keys {unknown}; known keys: {sorted(DEFAULTS)}")
-    out = {**DEFAULTS, **cfg}
+        raise ValueError(f"tail probe: unknown config keys {unknown} for version {version}; known keys: {sorted(defaults)}")
+    out = {**defaults, **cfg}
+    if version == 4:
+        low, high = (float(x) for x in out["neutral_body_p"])
+        if not 0 <= low < 0.5 < high <= 1:
+            raise ValueError(f"tail probe: neutral_body_p must be [low, high] around 0.5, got {out['neutral_body_p']}")
+        bad = [s for s in out["test_sources"] if s not in SOURCES]
+        if bad or not out["test_sources"]:
+            raise ValueError(f"tail probe: test_sources must be a non-empty list of {SOURCES}, got {out['test_sources']}")
     for key in ("train_size", "test_size"):
         if int(out[key]) < 1:
             raise ValueError(f"tail probe: {key} must be positive, got {out[key]}")
@@ -68,14 +96,18 @@ def config(cfg: dict | None) -> dict:
     return out
 
 
+def version_of(cfg: dict) -> int:
+    """The generator version of a (resolved or raw) config: 3 unless it names another."""
+    return int((cfg or {}).get("version", VERSION))
+
+
+def conditions_of(cfg: dict) -> tuple[str, ...]:
+    return CONDITIONS if version_of(cfg) == 3 else CONDITIONS_V4
+
+
 def key(sentence: str) -> str:
     """Comparison key for deduplication and split hygiene: case- and whitespace-insensitive."""
     return " ".join(sentence.split()).casefold()
-
-
-def normalise(sentence: str) -> str:
-    """A sentence as it appears in a probe text: ``<br />`` blanked, whitespace collapsed."""
-    return " ".join(clean(sentence).split())
 
 
 def review_sentences(text: str) -> list[str]:
@@ -95,6 +127,12 @@ def quick_last_sentence(text: str, tail_chars: int = 800) -> str:
     """
     parts = _BOUNDARY.split(normalise(text[-tail_chars:]))
     return parts[-1].strip()
+
+
+def quick_first_sentence(text: str, head_chars: int = 800) -> str:
+    """The mirror of :func:`quick_last_sentence`: a fast guess at the review's first sentence."""
+    parts = _BOUNDARY.split(normalise(text[:head_chars]))
+    return parts[0].strip()
 
 
 _ABBREV = "".join(
@@ -124,18 +162,8 @@ def film_id(url: str) -> str:
     return m.group(1) if m else str(url)
 
 
-@functools.lru_cache(maxsize=1)
-def vader():
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    return SentimentIntensityAnalyzer()
-
-
-@functools.lru_cache(maxsize=1)
-def afinn():
-    from afinn import Afinn
-
-    return Afinn(language="en")
+vader = vader_analyzer  # the shared scorers (poolbench.polarity), under this package's names
+afinn = afinn_lexicon
 
 
 def check_tokenizers(tokenizers: dict) -> None:

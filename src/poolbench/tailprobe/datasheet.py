@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import io
-import platform
-from importlib import metadata
 
 import pandas as pd
 
+from ..polarity import tool_versions as polarity_tool_versions
 from ..text import highlight
 from .audit import MIN_AGREEMENT, N_CONTRAST, N_VERDICTS
 from .baselines import BASELINES
-from .common import CONDITIONS, LENGTH_BINS, POSITIONS, VERSION, config
+from .common import CONDITIONS, LENGTH_BINS, POSITIONS, VERSION, conditions_of, config, version_of
 from .filters import REJECT
 
 TOOLS = ("pysbd", "vaderSentiment", "afinn", "scikit-learn", "numpy", "pandas", "pyarrow", "tokenizers", "transformers")
 
 
 def tool_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in TOOLS:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    return polarity_tool_versions(TOOLS)
 
 
 def parquet_bytes(df: pd.DataFrame) -> bytes:
@@ -199,13 +192,70 @@ def _baselines_lines(checks: dict) -> list[str]:
     return lines
 
 
+def shared_sections(probe: dict[str, pd.DataFrame], cfg: dict) -> list[str]:
+    """Sections every version's datasheet has: examples, uses, licence, maintenance, versions and hashes."""
+    hashes = file_hashes(probe)
+    audit = "audit.csv" if version_of(cfg) == 3 else "audit_v4.csv"
+    lines = [
+        "## Examples (probe-test; verdict in bold, long texts cut)",
+        "",
+    ]
+    df = probe.get("test", next(iter(probe.values())))
+    for condition in conditions_of(cfg):
+        lines += [f"### {condition}", ""]
+        picks = df[df["condition"] == condition].groupby(["position", "length_bin"], sort=True).head(1).head(5)
+        for _, row in picks.iterrows():
+            lines.append(f"- `{row['id']}` label {row['label']}, body {row['body_label']}, {row['position']}, "
+                         f"{row['length_bin']}{', same film' if row.get('same_film') else ''}: {_display(row)}")
+        lines.append("")
+    lines += [
+        "## Uses",
+        "",
+        "- **Intended.** Comparing poolings, truncation and fine-tuning regimes by accuracy per cell, paired across "
+        "positions; as a transfer test set for classifiers trained on IMDB.",
+        "- **Should not be used** as a general sentiment benchmark or to rank sentiment models; to train production "
+        "classifiers; to draw conclusions about subtle, ironic or mixed sentiment (verdicts are explicit by "
+        "construction); to study reviewers or films; with tokenizers other than those above without re-checking the "
+        "length bins; or with the labels read as human annotations (they are a filtered sentence's polarity; the audit "
+        "measures their agreement with a reader on a sample).",
+        "",
+        "## Distribution and licence",
+        "",
+        "- The probe is generated, not distributed: the pipeline rebuilds it from IMDB. The IMDB review texts belong to "
+        "their authors / IMDB; the aclImdb release carries no explicit licence and is used for research under its "
+        "citation request (Maas et al., 2011). Tools: pysbd (MIT), vaderSentiment (MIT), afinn (Apache-2.0 code; "
+        "AFINN lexicon ODbL), scikit-learn (BSD-3-Clause).",
+        "",
+        "## Maintenance",
+        "",
+        f"- Rebuilt by the pipeline whenever the generator or config changes. The human reading (`{audit}` beside the "
+        "generator) records the config it was drawn from; a changed probe under that config makes the check fail "
+        "(*stale*) until the sample is read again.",
+        "",
+        "## Versions and hashes",
+        "",
+        "| tool | version |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in tool_versions().items()],
+        "",
+        "| split | rows | parquet sha256 (as written by `poolbench.io.write_parquet`) | content sha256 (CSV) |",
+        "|---|---:|---|---|",
+        *[f"| {s} | {h['rows']} | `{h['parquet_sha256']}` | `{h['content_sha256']}` |" for s, h in hashes.items()],
+        "",
+    ]
+    return lines
+
+
 def datasheet(probe: dict[str, pd.DataFrame], checks: dict, cfg: dict) -> str:
     """Markdown datasheet: motivation, composition, collection, preprocessing, uses, distribution,
     maintenance; tool versions, file hashes, the checks' numbers, the baselines and known limits."""
     cfg = config(cfg)
+    if version_of(cfg) == 4:
+        from .datasheet4 import datasheet_v4
+
+        return datasheet_v4(probe, checks, cfg, shared_sections)
     sizes = ", ".join(f"{s} {len(df):,}" for s, df in probe.items())
     distinct = ", ".join(f"{s} {df['verdict_review_id'].nunique():,}" for s, df in probe.items())
-    hashes = file_hashes(probe)
     tok_cols = [c[len("n_tokens_"):] for c in next(iter(probe.values())) if c.startswith("n_tokens_")]
     lines = [
         f"# Tail-sentiment probe (v{VERSION}): datasheet",
@@ -295,51 +345,7 @@ def datasheet(probe: dict[str, pd.DataFrame], checks: dict, cfg: dict) -> str:
         "",
         *_baselines_lines(checks),
         "",
-        "## Examples (probe-test; verdict in bold, long texts cut)",
-        "",
-    ]
-    df = probe.get("test", next(iter(probe.values())))
-    for condition in CONDITIONS:
-        lines += [f"### {condition}", ""]
-        picks = df[df["condition"] == condition].groupby(["position", "length_bin"], sort=True).head(1).head(5)
-        for _, row in picks.iterrows():
-            lines.append(f"- `{row['id']}` label {row['label']}, body {row['body_label']}, {row['position']}, "
-                         f"{row['length_bin']}{', same film' if row.get('same_film') else ''}: {_display(row)}")
-        lines.append("")
-    lines += [
-        "## Uses",
-        "",
-        "- **Intended.** Comparing poolings, truncation and fine-tuning regimes by accuracy per cell, paired across "
-        "positions; as a transfer test set for classifiers trained on IMDB.",
-        "- **Should not be used** as a general sentiment benchmark or to rank sentiment models; to train production "
-        "classifiers; to draw conclusions about subtle, ironic or mixed sentiment (verdicts are explicit by "
-        "construction); to study reviewers or films; with tokenizers other than those above without re-checking the "
-        "length bins; or with the labels read as human annotations (they are a filtered sentence's polarity; the audit "
-        "measures their agreement with a reader on a sample).",
-        "",
-        "## Distribution and licence",
-        "",
-        "- The probe is generated, not distributed: the pipeline rebuilds it from IMDB. The IMDB review texts belong to "
-        "their authors / IMDB; the aclImdb release carries no explicit licence and is used for research under its "
-        "citation request (Maas et al., 2011). Tools: pysbd (MIT), vaderSentiment (MIT), afinn (Apache-2.0 code; "
-        "AFINN lexicon ODbL), scikit-learn (BSD-3-Clause).",
-        "",
-        "## Maintenance",
-        "",
-        "- Rebuilt by the pipeline whenever the generator or config changes. The human reading (`audit.csv` beside the "
-        "generator) records the config it was drawn from; a changed probe under that config makes the check fail "
-        "(*stale*) until the sample is read again.",
-        "",
-        "## Versions and hashes",
-        "",
-        "| tool | version |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in tool_versions().items()],
-        "",
-        "| split | rows | parquet sha256 (as written by `poolbench.io.write_parquet`) | content sha256 (CSV) |",
-        "|---|---:|---|---|",
-        *[f"| {s} | {h['rows']} | `{h['parquet_sha256']}` | `{h['content_sha256']}` |" for s, h in hashes.items()],
-        "",
+        *shared_sections(probe, cfg),
         *_limitations(cfg),
     ]
     return "\n".join(lines) + "\n"

@@ -22,7 +22,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from poolbench.text import clean
+from poolbench.polarity import tfidf_logreg
 
 from .common import afinn, film_id, log, vader
 
@@ -96,6 +96,45 @@ WORK = re.compile(
 )
 
 
+# v4 neutral bodies describe: a sentence in the first or second person, with an exclamation, a question,
+# an ellipsis or a word in capitals, or under five words, is a voice, not a description (v4's first
+# build: "You can't appreciate ...", "Genius. Smooth.", "CONTAINS SPOILERS!!!").
+NOT_DESCRIPTIVE = re.compile(
+    r"\b(I|I'm|I've|I'd|I'll|me|my|mine|myself|we|we're|we've|us|our|you|you're|you've|your|yourself|lol|ok|okay)\b|"
+    r"[!?]|\.\.|…|\b[A-Z]{3,}\b|"
+    # judging adjectives and adverbs that neither lexicon scores (v4's first build: "is spectacular")
+    r"\b(spectacular|stunning|impressive|believabl\w*|unbelievabl\w*|ridiculous|silly|clever|memorable|forgettable|"
+    r"shameful\w*|self-indulg\w*|cheap|predictable|original|unique|powerful|touching|moving|hilarious|gorgeous|"
+    r"annoying|convincing\w*|unconvincing|realistic|effective|outstanding|solid|wooden|bland|entertaining|engaging|"
+    r"compelling|gripping|charming|sweet|cute|delightful|awesome|cool|nice|fine|decent|interesting|fascinating|"
+    r"remarkable|terrific|marvel\w*|incredibl\w*|credible|poignant|sloppy|clumsy|awkward|lousy|laughabl\w*|"
+    r"painful|tedious|talent\w*|skill\w*|poorly|badly|nicely|beautifully|flawless\w*|superior|inferior|worthy|"
+    r"unworthy|shines?|shining|stands? out|highlight\w*|standout|excel\w*|succeed\w*|fail\w*|works? well)\b",
+)
+
+
+# ... and a neutral body tells the story, not about the film: a sentence naming the work, its making or
+# its audience, or stating what "it" / "this" is, is a comment (the blind reading of v4's second build:
+# "The acting is above average", "the screenwriters are dolts", "It's a piece of fluff").
+ABOUT_THE_FILM = re.compile(
+    r"\b(movies?|films?|flick|show|series|episodes?|cinema|director|directing|direction|directed|acting|acted|actors?|"
+    r"actress\w*|cast|casting|script\w*|screen\w*|writ\w*|plot|story|stories|storyline|performances?|performer\w*|"
+    r"dialog\w*|ending|scenes?|effects|soundtrack|music|score|characters?|characteri[sz]ation|watch\w*|viewers?|"
+    r"audiences?|fans?|genre|budget|shots?|camera\w*|cinematograph\w*|edit\w*|roles?|plays?|played|starr\w*|"
+    r"stars?|studio|producers?|production|made|make|makers?|filmmakers?|hollywood|dvd|tv|television|oscars?|"
+    r"nominat\w*|career|release\w*|premise|pacing|pace|footage|documentary|comedy|drama|thriller|sequel|version|"
+    r"b-movie|cheesy|campy|fluff|trash\w*|junk|mess)\b|\b(it|this|that|there)('s|\s+is|\s+was|\s+has|\s+had)\b",
+    re.IGNORECASE,
+)
+
+
+def descriptive(sentence: str) -> bool:
+    """Whether ``sentence`` may enter a v4 neutral body: five words or more, no word in the AFINN
+    lexicon (a valence of its own), nothing of :data:`NOT_DESCRIPTIVE` or :data:`ABOUT_THE_FILM`."""
+    return (len(sentence.split()) >= 5 and not NOT_DESCRIPTIVE.search(sentence)
+            and not ABOUT_THE_FILM.search(sentence) and not afinn().find_all(sentence))
+
+
 EVALUATIVE_VADER = 0.4
 EVALUATIVE_P = 0.85
 
@@ -113,20 +152,9 @@ def content_reason(sentence: str, cfg: dict) -> str | None:
     return None
 
 
-def _lower_clean(text: str) -> str:
-    return clean(text).lower()
-
-
 def bag_of_words():
     """TF-IDF (unigrams) + logistic regression: the IMDB-trained classifier used everywhere here."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
-    return make_pipeline(
-        TfidfVectorizer(preprocessor=_lower_clean, min_df=2, sublinear_tf=True),
-        LogisticRegression(C=4.0, solver="liblinear", max_iter=1000),
-    )
+    return tfidf_logreg()
 
 
 def film_fold(film: str) -> int:

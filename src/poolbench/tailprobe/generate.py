@@ -50,6 +50,7 @@ from .common import (
     config,
     film_id,
     key,
+    quick_first_sentence,
     quick_last_sentence,
     lengths,
     log,
@@ -57,6 +58,7 @@ from .common import (
     review_id,
     review_sentences,
     split_sentences,
+    version_of,
 )
 from .filters import Scorer, content_reason
 
@@ -92,24 +94,28 @@ class Verdict:
     film: str
 
 
-def verdict_candidates(reviews: pd.DataFrame, split: str, cfg: dict, scorer: Scorer, forbidden: set[str], rng):
+def verdict_candidates(reviews: pd.DataFrame, split: str, cfg: dict, scorer: Scorer, forbidden: set[str], rng,
+                       source: str = "last", exclude_ids: frozenset = frozenset()):
     """All verdicts of the split, per label, in a seeded random order; and the filter's funnel counts.
 
-    Candidates are pre-selected on a fast guess at the last sentence (content rules, then VADER,
-    AFINN, the classifier); a survivor is kept only if it is pysbd's last sentence of the review.
+    Candidates are pre-selected on a fast guess at the last (``source="first"``: first) sentence
+    (content rules, then VADER, AFINN, the classifier); a survivor is kept only if it is pysbd's
+    last (first) sentence of the review. Reviews in ``exclude_ids`` are skipped.
     """
+    guess = quick_last_sentence if source == "last" else quick_first_sentence
+    pick = -1 if source == "last" else 0
     funnel: dict[int, Counter] = {0: Counter(), 1: Counter()}
     found: dict[int, list[Verdict]] = {}
     sign_of = {0: -1, 1: 1}
     for label in (0, 1):
-        cands = reviews[reviews["label"] == label]
+        cands = reviews[reviews["label"].eq(label) & ~reviews["review_id"].isin(exclude_ids)]
         order = rng.permutation(len(cands))
         f = funnel[label]
         f["reviews"] = len(cands)
         texts, films, rids = cands["text"].to_numpy(), cands["film"].to_numpy(), cands["review_id"].to_numpy()
         content_ok = []
         for pos in order:
-            sent = quick_last_sentence(texts[pos])
+            sent = guess(texts[pos])
             reason = content_reason(sent, cfg)
             if reason is not None:
                 f[f"rejected_{reason}"] += 1
@@ -138,7 +144,7 @@ def verdict_candidates(reviews: pd.DataFrame, split: str, cfg: dict, scorer: Sco
             if k in forbidden or k in taken:
                 f["dropped_duplicate_or_other_split"] += 1
                 continue
-            if review_sentences(texts[pos])[-1] != sent:  # the fast guess is not pysbd's last sentence
+            if review_sentences(texts[pos])[pick] != sent:  # the fast guess is not pysbd's sentence
                 f["dropped_segmentation"] += 1
                 continue
             taken.add(k)
@@ -386,6 +392,12 @@ def build(
     scorer = Scorer(train_reviews, cfg)
     train = polar_reviews(train_reviews, "train")
     test = polar_reviews(test_reviews, "test", exclude_texts=set(train_reviews["text"]))
+    if version_of(cfg) == 4:
+        from .generate4 import build_v4
+
+        probe = build_v4(train, test, scorer, cfg, tokenizers)
+        log(f"built v4 train {len(probe['train'])} / test {len(probe['test'])} examples in {time.time() - t0:.1f} s")
+        return probe
     forbidden: set[str] = set()
     probe = {}
     for i, (split, reviews) in enumerate((("train", train), ("test", test))):
