@@ -29,7 +29,8 @@ ENV = "../../environment.yml"  # conda env of every rule (relative to this folde
 # versions in each job's spec instead (README, "When results are recomputed").
 JOB_SCRIPT = Path(workflow.basedir) / "workflow" / "scripts" / "job.py"
 # The committed human reading of a probe sample (an input of the tailprobe rule, from any workdir).
-PROBE_AUDIT = str(Path(workflow.basedir) / "src" / "poolbench" / "tailprobe" / "audit.csv")
+PROBE_AUDIT = str(Path(workflow.basedir) / "src" / "poolbench" / "tailprobe" / (
+    "audit_v4.csv" if config.get("datasets", {}).get("tailprobe", {}).get("version") == 4 else "audit.csv"))
 try:
     os.utime(JOB_SCRIPT, (0, 0))
 except OSError:  # a read-only checkout
