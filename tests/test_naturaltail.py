@@ -150,7 +150,7 @@ def test_threshold_is_applied(train_with_leak, test_reviews, table):
 
 
 def test_same_inputs_give_byte_identical_parquet(train_with_leak, test_reviews, table):
-    nt._CLASSIFIERS.clear()  # refit, not reuse
+    nt.CLASSIFIERS.clear()  # refit, not reuse
     again = nt.build(train_with_leak, test_reviews, CFG)
     assert nt.parquet_bytes(again) == nt.parquet_bytes(table)
     assert nt.content_sha256(again) == nt.content_sha256(table)

@@ -4,7 +4,7 @@ Version history:
   1  (implicit: no ``schema_version`` key) the first study; transfer scores inside ``transfer``.
   2  adds ``schema_version``, ``spec`` (the canonical run spec the job got), ``precision``; transfer
      sets are scored by the ``evaluate`` rule into ``transfer-<set>.parquet`` instead.
-Readers accept every version listed here and refuse others with a clear error.
+Readers accept the current version and refuse others with a clear error (every committed run is version 2).
 
 ``train`` is the training record (free-form within a version; new keys only add to it). Every
 trained run has ``epoch_loss`` and, since early stopping for fine-tuned regimes, ``loss_curve``
@@ -60,7 +60,6 @@ class RunMetrics:
     spec: dict = field(default_factory=dict)  # every setting the job used (poolbench.config.run_spec)
     versions: dict = field(default_factory=dict)
     git_commit: str = "unknown"
-    transfer: dict = field(default_factory=dict)  # version 1 only
     schema_version: int = SCHEMA_VERSION
 
     def write(self, path: str | Path) -> None:
@@ -70,9 +69,9 @@ class RunMetrics:
     def read(cls, path: str | Path) -> "RunMetrics":
         raw = json.loads(Path(path).read_text())
         version = raw.get("schema_version", 1)
-        if version not in (1, SCHEMA_VERSION):
-            raise MetricsError(f"{path}: metrics schema version {version} is not one this poolbench reads "
-                               f"(1 or {SCHEMA_VERSION}); rerun the job or update poolbench")
+        if version != SCHEMA_VERSION:
+            raise MetricsError(f"{path}: metrics schema version {version} is not the one this poolbench reads "
+                               f"({SCHEMA_VERSION}); rerun the job or update poolbench")
         known = {f.name for f in fields(cls)}
         try:
             return cls(**{k: v for k, v in raw.items() if k in known} | {"schema_version": version})

@@ -34,7 +34,7 @@ BOOT_SEED = 0  # fixed: the summaries are byte-identical on every rerun
 
 
 def collect_runs(metric_files: list[Path]) -> pd.DataFrame:
-    """One row per run: its keys, test scores, transfer scores (schema 1), costs, how it trained."""
+    """One row per run: its keys, test scores, costs, how it trained."""
     from ..metrics import RunMetrics
 
     rows = []
@@ -42,16 +42,12 @@ def collect_runs(metric_files: list[Path]) -> pd.DataFrame:
         m = RunMetrics.read(path)
         row = {k: getattr(m, k) for k in RUN_KEYS}
         row.update(accuracy=m.accuracy, macro_f1=m.macro_f1, n=m.n)
-        for name, t in m.transfer.items():
-            row[f"transfer_{name}_accuracy"] = t["accuracy"]
-            row[f"transfer_{name}_macro_f1"] = t["macro_f1"]
         fit = m.train
         loss = fit["train_loss"] if "train_loss" in fit else fit["epoch_loss"][-1]  # heads record the final loss
         row.update(trainable_params=m.trainable_params, wall_s=round(m.wall_s, 2), cpu_s=round(m.cpu_s, 2),
                    train_tokens_per_s=round(fit["train_tokens_per_s"], 1) if "train_tokens_per_s" in fit else None,
-                   final_train_loss=round(loss, 5), git_commit=m.git_commit)
-        if m.schema_version >= 2:
-            row.update(precision=m.precision, head=fit.get("method", "sgd"), trained_layers=trained_layers(m.spec))
+                   final_train_loss=round(loss, 5), git_commit=m.git_commit, precision=m.precision,
+                   head=fit.get("method", "sgd"), trained_layers=trained_layers(m.spec))
         rows.append(row)
     return pd.DataFrame(rows).sort_values(RUN_KEYS, kind="stable").reset_index(drop=True)
 

@@ -135,7 +135,6 @@ def model_card(spec: dict, metrics=None):
     results = []
     if metrics is not None:
         scored = [(run["dataset"], {"accuracy": metrics.accuracy, "f1": metrics.macro_f1})]
-        scored += [(t, {"accuracy": v["accuracy"], "f1": v["macro_f1"]}) for t, v in metrics.transfer.items()]
         for dataset, values in scored:
             for metric, value in values.items():
                 results.append(EvalResult(task_type="text-classification", task_name="Sentiment classification",

@@ -39,7 +39,7 @@ Modules: :mod:`.common` (config, constants, sentence splits, scorers, the classi
 from .build import build, candidates, compose, eligible_reviews, review_id
 from .checks import CONNECTIVES, assert_checks, checks, integrity
 from .common import (
-    _CLASSIFIERS,
+    CLASSIFIERS,
     COLUMNS,
     DEFAULTS,
     SCORE_DECIMALS,

@@ -12,7 +12,7 @@ from .common import (
     SCORE_DECIMALS,
     SETS,
     VARIANTS,
-    _split_all,
+    split_all,
     afinn,
     classifier,
     config,
@@ -123,7 +123,7 @@ def build(train_reviews: pd.DataFrame, test_reviews: pd.DataFrame, cfg: dict | N
     t0 = time.time()
     reviews = eligible_reviews(train_reviews, test_reviews)
     log(f"{len(reviews):,} of {len(test_reviews):,} test reviews eligible (not in train, not repeated)")
-    spans = _split_all(reviews["text"].tolist(), max(1, int(workers)))
+    spans = split_all(reviews["text"].tolist(), max(1, int(workers)))
     log(f"sentences split in {time.time() - t0:.1f} s")
     cand = candidates(reviews, spans, cfg)
     log(f"{len(cand):,} (review, set) candidates with a clear verdict")

@@ -70,7 +70,7 @@ def config(cfg: dict | None) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _split_all(texts: list[str], workers: int) -> list[list[tuple[int, int]]]:
+def split_all(texts: list[str], workers: int) -> list[list[tuple[int, int]]]:
     """:func:`poolbench.text.sentence_spans` of every text, in ``workers`` processes (pysbd is the slow step)."""
     import multiprocessing
 
@@ -119,7 +119,7 @@ def afinn(text: str) -> float:
     return float(afinn_lexicon().score(text))
 
 
-_CLASSIFIERS: dict = {}
+CLASSIFIERS: dict = {}
 
 
 def _fingerprint(reviews: pd.DataFrame) -> str:
@@ -135,14 +135,14 @@ def classifier(train_reviews: pd.DataFrame, cfg: dict | None = None):
     """
     cfg = config(cfg)
     key = (_fingerprint(train_reviews), cfg["classifier_C"], cfg["classifier_ngrams"], cfg["seed"])
-    if key not in _CLASSIFIERS:
+    if key not in CLASSIFIERS:
         t0 = time.time()
         model = tfidf_logreg(ngrams=cfg["classifier_ngrams"], C=cfg["classifier_C"], random_state=cfg["seed"])
         model.fit(train_reviews["text"].tolist(), train_reviews["label"].to_numpy())
-        _CLASSIFIERS.clear()
-        _CLASSIFIERS[key] = model
+        CLASSIFIERS.clear()
+        CLASSIFIERS[key] = model
         log(f"classifier fitted on {len(train_reviews):,} train reviews in {time.time() - t0:.1f} s")
-    return _CLASSIFIERS[key]
+    return CLASSIFIERS[key]
 
 
 def p_label(model, texts: list[str], labels) -> np.ndarray:
