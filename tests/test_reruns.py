@@ -217,3 +217,25 @@ def test_a_run_with_init_from_takes_its_frozen_runs_weights_and_a_fresh_clone_tr
     assert set(jobs) == {("lpft", "mean"), ("frozen", "mean")}
     assert weights("frozen", "mean") in jobs["lpft", "mean"]
     assert f"{cfg['resources_dir']}/features/imdb/random-bert/head-64/train" in jobs["frozen", "mean"]
+
+
+def test_a_failed_rerun_keeps_the_outputs_it_was_to_replace(done, tmp_path):
+    """Committed outputs are update(): Snakemake keeps them while the job runs and restores them if it fails."""
+    import shutil
+
+    from poolbench.paths import FEATURES, METRICS, PREDICTIONS
+
+    work = tmp_path / "work"
+    shutil.copytree(done, work, symlinks=True)
+    cfg = load_config(MINI)
+    run = next(r for r in expand(cfg) if r.regime == "frozen" and r.pooling == "mean")
+    metrics = work / cfg["results_dir"] / METRICS.format(**run.wildcards())
+    predictions = work / cfg["results_dir"] / PREDICTIONS.format(**run.wildcards())
+    before = metrics.read_bytes(), predictions.read_bytes()
+    cache = work / cfg["resources_dir"] / FEATURES.format(dataset="imdb", model=run.model, truncation=run.truncation,
+                                                          max_len=run.max_len, split="train")
+    (cache / "hidden.npy").write_bytes(b"not an array")  # the rerun fails reading its cache
+    proc = run_snakemake(work, "--cores", "1", "--forcerun", str(metrics.relative_to(work)),
+                         str(metrics.relative_to(work)), configfile=MINI, check=False, timeout=300)
+    assert proc.returncode != 0
+    assert (metrics.read_bytes(), predictions.read_bytes()) == before
