@@ -18,8 +18,8 @@ rule imdb_subset:
         JOB_SCRIPT
 
 
-# The probe's datasheet and checks are committed; its data lives in resources. A fresh clone
-# rebuilds the data only when a job that needs it runs.
+# The probe's datasheet and checks are committed (update(): kept while the job runs, restored if it
+# fails); its data lives in resources. A fresh clone rebuilds the data only when a job that needs it runs.
 rule tailprobe:
     input:
         unpack(probe_tokenizers),
@@ -27,9 +27,9 @@ rule tailprobe:
     output:
         train=S(paths.DATASET, dataset="tailprobe", split="train"),
         test=S(paths.DATASET, dataset="tailprobe", split="test"),
-        checks=R("data/tailprobe_checks.json"),
-        datasheet=R("data/TAILPROBE.md"),
-        baselines=R("data/tailprobe_baselines.csv"),
+        checks=update(R("data/tailprobe_checks.json")),
+        datasheet=update(R("data/TAILPROBE.md")),
+        baselines=update(R("data/tailprobe_baselines.csv")),
     log:
         S("logs/data/tailprobe.log"),
     params:
@@ -48,8 +48,8 @@ rule tailprobe:
 rule naturaltail:
     output:
         test=S(paths.DATASET, dataset="naturaltail", split="test"),
-        checks=R("data/naturaltail_checks.json"),
-        datasheet=R("data/NATURALTAIL.md"),
+        checks=update(R("data/naturaltail_checks.json")),
+        datasheet=update(R("data/NATURALTAIL.md")),
     log:
         S("logs/data/naturaltail.log"),
     params:
@@ -90,8 +90,8 @@ rule evalset_report:
     input:
         unpack(report_inputs),
     output:
-        datasheet=R("data/{evalset}.md"),
-        baseline=R(paths.BASELINE),
+        datasheet=update(R("data/{evalset}.md")),
+        baseline=update(R(paths.BASELINE)),
     wildcard_constraints:
         evalset="|".join(loaded_sets()),
     log:
