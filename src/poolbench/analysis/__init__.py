@@ -14,7 +14,7 @@ workflow use them); the statistics themselves are :mod:`poolbench.stats`.
 
 from .digest import describe, markdown_summary
 from .figures import accuracy_by_pooling, ladder_figure, tailprobe_figure
-from .formatting import (P_FLOOR, adjusted_p, degrees, interval, points, pvalue, setting_label, setting_labels,
+from .formatting import (P_FLOOR, adjusted_p, degrees, interval, p_is, points, pvalue, setting_label, setting_labels,
                          significant, star, verdict, with_ci)
 from .settings import Statistics, StatisticsError
 from .tables import (BASELINE, BOOT_SEED, LADDER_KEYS, LADDER_MIN_REGIMES, N_BOOT, N_BOOT_TESTS, NATURAL_CELL,

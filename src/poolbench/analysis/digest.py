@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..stats import ALPHA
-from .formatting import P_FLOOR, degrees, pvalue, setting_labels, significant, star, with_ci
+from .formatting import P_FLOOR, degrees, p_is, pvalue, setting_labels, significant, star, with_ci
 from .settings import Statistics
 from .tables import BASELINE, POSITIONS
 
@@ -21,13 +21,13 @@ def _what(row) -> str:
 
 def _adjusted(row) -> str:
     if row.get("claim_family") == "exploratory":
-        return f"BH p = {pvalue(row['bh_p'])}"
-    return f"Holm p = {pvalue(row['holm_p'])}"
+        return f"BH p {p_is(row['bh_p'])}"
+    return f"Holm p {p_is(row['holm_p'])}"
 
 
 def describe(row) -> str:
     """One comparison in words: what minus what, difference [95% CI] in points, p and its adjusted p."""
-    return f"{_what(row)} = {with_ci(row)} points, p = {pvalue(row['p'])}, {_adjusted(row)}"
+    return f"{_what(row)} = {with_ci(row)} points, p {p_is(row['p'])}, {_adjusted(row)}"
 
 
 def _mcnemar(row) -> str:

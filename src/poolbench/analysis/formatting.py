@@ -40,6 +40,13 @@ def pvalue(p: float, tex: bool = False) -> str:
     return f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
 
 
+def p_is(p: float) -> str:
+    """A p-value with its relation, for text such as ``f"p {p_is(p)}"``: ``= 0.03``, or ``< 0.0001`` below
+    :data:`P_FLOOR` (never "p = <0.0001")."""
+    text = pvalue(p)
+    return f"< {text[1:]}" if text.startswith("<") else f"= {text}"
+
+
 def degrees(df: float) -> str:
     """Degrees of freedom of a t-test, e.g. ``2.1`` or ``840``."""
     if df is None or math.isnan(df):

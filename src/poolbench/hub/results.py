@@ -182,7 +182,7 @@ def _fmt(m) -> str:
 
 
 def markdown(table: pd.DataFrame, tests: pd.DataFrame, labels: list[str]) -> str:
-    from ..analysis import points, pvalue
+    from ..analysis import p_is, points
 
     lines = ["# poolbench compare", "", "Accuracy in %, differences in points, [95% CI over the set's units]; "
              "`visible` = on the examples whose verdict the model's window kept.", ""]
@@ -204,7 +204,7 @@ def markdown(table: pd.DataFrame, tests: pd.DataFrame, labels: list[str]) -> str
         if len(here):
             lines += ["", "Paired tests (same items), accuracy difference:", ""]
             lines += [f"- {t['a']} − {t['b']}: {points(t['diff'], True)} [{points(t['ci_low'], True)}, "
-                      f"{points(t['ci_high'], True)}] (p = {pvalue(t['p'])}, Holm p = {pvalue(t['holm_p'])}, "
+                      f"{points(t['ci_high'], True)}] (p {p_is(t['p'])}, Holm p {p_is(t['holm_p'])}, "
                       f"{t['units']} units)" for _, t in here.iterrows()]
         lines.append("")
     return "\n".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..analysis import POSITIONS, points, pvalue
+from ..analysis import POSITIONS, p_is, points
 
 CONDITIONS = [
     ("agree / contrast (probe)", "in an *agree* text the body reads the same way as the verdict, so a model can "
@@ -73,16 +73,16 @@ def _probe(rep: dict) -> list[str]:
              + (f"; on visible verdicts {_ci(vis['accuracy'])} (n = {vis['accuracy']['n']})." if vis else ".")]
     gap = m.get("end_minus_start_contrast_all")
     if gap:
-        lines.append(f"- Contrast texts, verdict at the end − at the start: {_ci(gap, True)} (p = {pvalue(gap['p'])}; "
+        lines.append(f"- Contrast texts, verdict at the end − at the start: {_ci(gap, True)} (p {p_is(gap['p'])}; "
                      f"bootstrap over {gap['units']} verdicts): the last sentence is caught {_said(gap)}.")
         for length in ("short", "long"):
             g = m.get(f"end_minus_start_contrast_{length}")
             if g:
-                lines.append(f"  - {length} texts: {_ci(g, True)} (p = {pvalue(g['p'])})")
+                lines.append(f"  - {length} texts: {_ci(g, True)} (p {p_is(g['p'])})")
         vgap = vis.get("end_minus_start_contrast_all")
         if vgap:
             lines.append(f"- **On visible verdicts only** (the window keeps the verdict at every position): "
-                         f"{_ci(vgap, True)} (p = {pvalue(vgap['p'])}; {vgap['units']} verdicts): the last sentence "
+                         f"{_ci(vgap, True)} (p {p_is(vgap['p'])}; {vgap['units']} verdicts): the last sentence "
                          f"is caught {_said(vgap)}.")
         else:
             lines.append("- On visible verdicts only: none; the window hides the verdict at some position of every "
