@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from poolbench.config import expand
+from poolbench.config import canonical, expand, run_spec
 from poolbench.paths import run_dir
 
 from conftest import run_snakemake
@@ -29,7 +29,7 @@ def test_every_run_has_metrics_and_predictions(smoke):
             assert fit["method"] in ("logistic_cv", "sgd_early_stopping") and fit["train_loss"] > 0
         else:
             assert fit["train_tokens_per_s"] > 0
-        assert metrics["versions"]["torch"] and metrics["spec"]["regime"] == cfg["regimes"][run.regime]
+        assert metrics["versions"]["torch"] and canonical(metrics["spec"]) == canonical(run_spec(cfg, run))
         assert metrics["schema_version"] == 2 and metrics["spec"]["pooling"]["name"] == run.pooling
         preds = pd.read_parquet(folder / "predictions.parquet")
         assert list(preds.columns[:4]) == ["id", "label", "pred", "p_positive"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import types
 
 import pytest
 
@@ -34,22 +33,33 @@ def test_the_key_follows_the_environment_and_the_code(monkeypatch):
     assert not worker.enabled()
 
 
-def test_a_failing_job_reports_its_status_and_traceback_and_the_worker_serves_the_next(capfd):
-    job = types.SimpleNamespace(rule="no_such_rule", log=[])
-    assert worker.submit(job) == 1
-    assert worker.submit(job) == 1
-    err = capfd.readouterr().err
-    assert err.count("KeyError: 'no_such_rule'") == 2  # the job's own traceback, on job.py's stderr
-    # one worker answered both (it is still listening)
-    assert worker.socket_path(worker.worker_key()).exists()
+def test_a_job_script_runs_in_the_worker_with_its_status_stdio_and_folder(tmp_path, capfd, monkeypatch):
+    import signal
+
+    script = tmp_path / "job.py"
+    script.write_text("import os, sys\nprint('folder', os.getcwd(), 'argv', sys.argv[1:], 'worker', os.getpid())\n"
+                      "sys.exit(int(sys.argv[1]))\n")
+    monkeypatch.chdir(tmp_path)
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    assert worker.submit(str(script), [str(script), "0"]) == 0
+    assert worker.submit(str(script), [str(script), "3"]) == 3
+    out = capfd.readouterr().out.splitlines()
+    assert [line.split()[1] for line in out] == [str(tmp_path)] * 2 and "['3']" in out[1]
+    assert out[0].split()[-1] != out[1].split()[-1]  # a fresh child per job
+    assert worker.socket_path(worker.worker_key()).exists()  # one worker answered both, and still listens
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers  # put back
 
 
-def test_a_job_that_cannot_be_sent_to_a_worker_is_run_by_job_py_itself():
-    class Local:  # defined here: the worker cannot unpickle it
-        pass
+def test_a_failing_job_prints_its_traceback_where_the_job_would(tmp_path, capfd):
+    script = tmp_path / "job.py"
+    script.write_text("raise KeyError('no_such_rule')\n")
+    assert worker.submit(str(script), [str(script)]) == 1
+    assert "KeyError: 'no_such_rule'" in capfd.readouterr().err
 
+
+def test_a_job_that_cannot_be_handed_over_is_run_by_job_py_itself(tmp_path):
     with pytest.raises(worker.WorkerUnavailable):
-        worker.submit(Local())
+        worker.submit(str(tmp_path / "not-there.py"), [])
 
 
 def test_jobs_in_the_worker_write_what_jobs_in_their_own_process_write(tmp_path, data_dir):

@@ -2,9 +2,10 @@
 
 Every Snakemake job is a fresh Python process (the rules' one script, ``workflow/scripts/job.py``), and
 importing torch, transformers and poolbench takes seconds: on two cores, much of a short job. So job.py
-hands its job to a long-lived process that has imported them once. The worker forks; the child runs
-exactly what job.py would have run (:func:`poolbench.jobs.run` on the same ``snakemake`` object, in the
-same folder, with job.py's own stdin, stdout and stderr), and its exit status comes back to job.py.
+hands its job to a long-lived process that has imported them once. The worker forks; the child runs the
+very script Snakemake wrote for the job (its own preamble restores the ``snakemake`` object, then job.py's
+line calls :func:`poolbench.jobs.run`), in the same folder, with job.py's own stdin, stdout and stderr,
+and its exit status comes back to job.py. The request is JSON (the script's path, argv and folder).
 
 - One worker per interpreter, environment and code version (a hash of poolbench's own files): an edited
   module or a changed environment variable gets a new worker, never a stale one. A worker exits after
@@ -22,7 +23,8 @@ import array
 import fcntl
 import hashlib
 import os
-import pickle
+import json
+import runpy
 import select
 import signal
 import socket
@@ -75,7 +77,7 @@ def run_job(smk) -> None:
     """What job.py does: the job in a warm worker when possible, else here."""
     if enabled():
         try:
-            code = submit(smk)
+            code = submit(sys.argv[0], sys.argv)
         except WorkerUnavailable:
             pass
         else:
@@ -132,12 +134,12 @@ def _connect_or_start(path: Path, wait_s: float = 30.0) -> socket.socket:
     raise WorkerUnavailable(f"no worker answered at {path} within {wait_s:.0f} s")
 
 
-def submit(smk) -> int:
-    """Run the job in the worker for this environment (started if needed); its exit status."""
-    try:
-        request = pickle.dumps({"smk": smk, "cwd": os.getcwd()})
-    except Exception as exc:  # pickle raises several kinds
-        raise WorkerUnavailable(f"the job cannot be sent to a worker: {exc}") from exc
+def submit(script: str, argv: list[str]) -> int:
+    """Run the job script ``script`` (with ``argv``) in the worker for this environment, started if needed;
+    its exit status. Signals sent to this process meanwhile go to the job; the handlers are restored after."""
+    if not Path(script).is_file():
+        raise WorkerUnavailable(f"no job script at {script}")
+    request = json.dumps({"script": str(Path(script).resolve()), "argv": list(argv), "cwd": os.getcwd()}).encode()
     conn = None
     try:
         conn = _connect_or_start(socket_path(worker_key()))
@@ -155,8 +157,7 @@ def submit(smk) -> int:
         except ProcessLookupError:
             pass
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, forward)
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         with conn:
             return HEADER.unpack(_recv_exact(conn, HEADER.size))[0]
@@ -164,6 +165,9 @@ def submit(smk) -> int:
         print(f"poolbench: the worker running this job (pid {pid}) went away before the job ended",
               file=sys.stderr)
         return 1
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 # ---- the worker's side ---------------------------------------------------------------------------
@@ -178,7 +182,7 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
             fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
     if len(msg) < HEADER.size:
         msg += _recv_exact(conn, HEADER.size - len(msg))
-    return pickle.loads(_recv_exact(conn, HEADER.unpack(msg)[0])), list(fds)
+    return json.loads(_recv_exact(conn, HEADER.unpack(msg)[0])), list(fds)
 
 
 def _child(request: dict, fds: list[int]) -> int:
@@ -190,10 +194,10 @@ def _child(request: dict, fds: list[int]) -> int:
         os.dup2(fd, target)
         os.close(fd)
     os.chdir(request["cwd"])
+    os.environ["POOLBENCH_WORKER"] = "0"  # the script's own run_job runs the job here, in this child
+    sys.argv = list(request["argv"])
     try:
-        from poolbench import jobs
-
-        jobs.run(request["smk"])
+        runpy.run_path(request["script"], run_name="__main__")
         return 0
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
