@@ -16,7 +16,7 @@ from .analysis.formatting import interval as _interval
 from .analysis.formatting import points, pvalue as _pvalue, setting_label, significant, with_ci
 from .analysis.formatting import star as _star
 from .analysis.formatting import verdict as _verdict
-from .analysis.settings import Statistics
+from .analysis.settings import BLOCK_KEYS, Statistics
 from .io import write_text
 from .stats import ALPHA
 
@@ -207,7 +207,7 @@ def superlatives_table(comps: pd.DataFrame, caption: str, label: str, settings: 
                   + adjusted_header(settings), body)
 
 
-BLOCK = ["dataset", "model", "family", "truncation", "max_len"]  # a setting, less its regime
+BLOCK = BLOCK_KEYS  # a setting, less its regime
 
 
 def _block_label(dataset, model, trunc, max_len) -> str:

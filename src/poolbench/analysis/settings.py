@@ -34,12 +34,18 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from ..config import Run
+
 KINDS = ("baseline", "best", "worst", "position", "truncation", "gap_change")
 SELECTOR_KEYS = ("kind", "dataset", "model", "family", "regime", "truncation", "max_len", "pooling", "condition",
                  "length_bin", "position", "a", "b")
 CLAIM_TESTS = ("bootstrap", "both")
 KEYS = ("reference_regime", "main_regimes", "claim_test", "confirmatory")
-BLOCK_KEYS = ["dataset", "model", "family", "truncation", "max_len"]  # a setting, less its regime
+# A run's keys in the summaries' order, the model's family beside its model (poolbench.config.Run holds them);
+# a setting is a run less its pooling and seed; a block a setting less its regime.
+RUN_KEYS = [*Run.keys()[:2], "family", *Run.keys()[2:]]
+SETTING_KEYS = [k for k in RUN_KEYS if k not in ("pooling", "seed")]
+BLOCK_KEYS = [k for k in SETTING_KEYS if k != "regime"]
 
 
 class StatisticsError(ValueError):

@@ -17,10 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stats as st
-from .settings import BLOCK_KEYS, Statistics, StatisticsError
-
-RUN_KEYS = ["dataset", "model", "family", "regime", "truncation", "max_len", "pooling", "seed"]
-SETTING_KEYS = ["dataset", "model", "family", "regime", "truncation", "max_len"]
+from .settings import BLOCK_KEYS, RUN_KEYS, SETTING_KEYS, Statistics, StatisticsError
 BASELINE = {"encoder": "cls", "decoder": "last"}  # the summaries the seed's two scripts use
 PROBE_CELL = ["condition", "position", "length_bin"]
 VERDICT = "verdict_review_id"  # a probe verdict appears at three positions: the probe's test unit
