@@ -179,34 +179,50 @@ def test_bad_labels_are_refused(smoke, own_resources, tmp_path, capsys):
     assert "the label column must hold 0 or 1; 1 row(s) do not" in capsys.readouterr().err
 
 
+DRIVER = """
+import os, signal, sys, tempfile
+import poolbench.features
+from poolbench.cli import main
+
+# the signal arrives in the middle of the backbone's forward, while the cache is being written
+real, batches = poolbench.features.backbone_hidden_states, []
+
+def forward(*args, **kw):
+    batches.append(1)
+    if len(batches) == 2:
+        os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    return real(*args, **kw)
+
+poolbench.features.backbone_hidden_states = forward
+tempfile.tempdir = sys.argv[2]
+code = main(["predict", *sys.argv[3:]])
+assert len(batches) >= 2, batches
+assert signal.getsignal(signal.SIGTERM) is not None  # main() put the previous handler back
+sys.exit(code)
+"""
+
+
 @pytest.mark.parametrize("signame, code", [("SIGTERM", 143), ("SIGINT", 130)])
-def test_an_interrupted_predict_leaves_nothing(smoke, own_resources, tmp_path, monkeypatch, signame, code):
-    import os
-    import signal
-    import tempfile
+def test_an_interrupted_predict_leaves_nothing(smoke, own_resources, tmp_path, signame, code):
+    """As a user's `poolbench predict` gets it: its own process, Python's default signal handling."""
+    import subprocess
+    import sys
 
-    import poolbench.features
-
-    # the signal arrives in the middle of the backbone's forward, while the cache is being written
-    real, batches = poolbench.features.backbone_hidden_states, []
-
-    def forward(*args, **kw):
-        batches.append(1)
-        if len(batches) == 2:
-            os.kill(os.getpid(), getattr(signal, signame))
-        return real(*args, **kw)
-
-    monkeypatch.setattr(poolbench.features, "backbone_hidden_states", forward)
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     out = tmp_path / "o.parquet"
-    assert run_predict(smoke, own_resources, texts_file(smoke, tmp_path), out, "mean", "--batch-size", "2") == code
-    assert len(batches) >= 2 and not out.exists()
-    assert list(scratch.iterdir()) == []  # the temporary folder is gone
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    args = ["--run", str(folder(smoke, "mean")), "--input", str(texts_file(smoke, tmp_path)), "--output", str(out),
+            "--resources", str(own_resources), "--batch-size", "2"]
+    proc = subprocess.run([sys.executable, str(driver), signame, str(scratch), *args], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == code, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not out.exists()
+    # the temporary folder is gone (torch keeps its own compile cache folder in the temporary directory)
+    assert [p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor")] == []
     assert not [p for p in own_resources.rglob("*") if ".partial-" in p.name or ".tmp-" in p.name]
     assert not (own_resources / "predict-cache").exists()  # nor the empty folders above the cache
-    assert signal.getsignal(signal.SIGTERM) is not None  # main() put the previous handler back
 
 
 def test_the_resources_folder_of_a_run_follows_its_configs_results_dir():
