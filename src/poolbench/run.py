@@ -54,16 +54,20 @@ def cpu_kernels() -> dict:
             **{name: os.environ.get(name) for name in KERNEL_ENV}}
 
 
-def package_versions() -> dict:
-    """The environment part of a run's record: python, :data:`PACKAGES` and the CPU kernels (``kernels``)."""
+def versions(names) -> dict:
+    """python's and each named package's installed version (None where a package is not installed)."""
     out = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = None
-    out["kernels"] = cpu_kernels()
     return out
+
+
+def package_versions() -> dict:
+    """The environment part of a run's record: python, :data:`PACKAGES` and the CPU kernels (``kernels``)."""
+    return {**versions(PACKAGES), "kernels": cpu_kernels()}
 
 
 def macro_f1(labels: np.ndarray, pred: np.ndarray) -> float:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -38,15 +37,9 @@ PACKAGES = ("torch", "transformers", "tokenizers", "datasets", "evaluate", "hugg
 
 
 def package_versions() -> dict:
-    import platform
+    from ..run import versions
 
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return versions(PACKAGES)
 
 
 def document(model: dict, settings: dict, eval_sets: list[dict], reports: list[dict],
